@@ -1,0 +1,1 @@
+"""Customers, their lines, staff users and authentication."""

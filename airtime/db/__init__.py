@@ -1,0 +1,1 @@
+"""Database layer: engine, unit of work, base model."""

@@ -1,0 +1,16 @@
+"""Imports every table so Alembic and tests see the whole schema."""
+
+from airtime.accounts.models import (  # noqa: F401
+    AuthSession,
+    Customer,
+    Line,
+    PasswordResetToken,
+    Plan,
+    RateLimitCounter,
+    StaffUser,
+)
+from airtime.db.base import Base
+from airtime.ledger.models import Entry, LedgerAccount, Transfer  # noqa: F401
+from airtime.notifications.models import Notification  # noqa: F401
+
+metadata = Base.metadata
