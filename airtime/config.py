@@ -16,15 +16,11 @@ DEFAULT_DATA_DIR = Path("var")
 class Settings(BaseSettings):
     """Everything an operator configures; one instance per process."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="AIRTIME_", env_file=".env", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="AIRTIME_", env_file=".env", extra="ignore")
 
     database_url: str = Field(default=f"sqlite:///{DEFAULT_DATA_DIR / 'airtime.db'}")
     database_pool_size: int = Field(default=10, ge=1, le=200)
-    secret_key: str = Field(
-        default="", description="Signs cookies and keys hashes; set it in production."
-    )
+    secret_key: str = Field(default="", description="Signs cookies and keys hashes; set it in production.")
     base_url: str = "http://127.0.0.1:8000"
     environment: Literal["development", "production", "test"] = "development"
 

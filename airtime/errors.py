@@ -14,10 +14,20 @@ class AppError(Exception):
     # Set on failures whose record must outlive the failed request (counted attempts).
     persist_changes = False
 
-    def __init__(self, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.extra = extra
+    def __init__(self, message: str, **params: Any) -> None:
+        """``message`` is English source text, translatable, with ``%(name)s`` placeholders
+        filled from ``params``; ``field`` names the input at fault, when there is one."""
+        self.message = message
+        self.params = params
+        self.detail = message % params if params else message
+        super().__init__(self.detail)
+
+    def localized(self, language: str) -> str:
+        """The message in the person's language."""
+        from airtime.i18n import gettext
+
+        text = gettext(language, self.message)
+        return text % self.params if self.params else text
 
 
 class ValidationFailed(AppError):

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 
-from babel.numbers import format_currency, get_currency_precision, get_currency_symbol
-from babel.numbers import list_currencies
+from babel.numbers import format_currency, get_currency_precision, get_currency_symbol, list_currencies
 
 from airtime.errors import ValidationFailed
 
@@ -23,6 +22,9 @@ _KNOWN_CURRENCIES = frozenset(list_currencies())
 # Keep amounts well inside a signed 64-bit column, whatever the currency.
 AMOUNT_MINOR_MAX = 10**15
 _AMOUNT_PATTERN = re.compile(r"^\d+(?:\.\d+)?$")
+# Commas or spaces are accepted only as thousands separators ("1,020.00"), so "20,5" typed with
+# a decimal comma is refused instead of being read as 205.
+_GROUPED_AMOUNT_PATTERN = re.compile(r"^\d{1,3}(?:[, ]\d{3})+(?:\.\d+)?$")
 _BABEL_LOCALES = {"en": "en", "zh_Hans": "zh_Hans_CN"}
 
 
@@ -30,7 +32,7 @@ def validate_currency(code: str) -> str:
     """Return the upper-case ISO 4217 code, or refuse an unknown one."""
     normalised = code.strip().upper()
     if len(normalised) != 3 or normalised not in _KNOWN_CURRENCIES:
-        raise ValidationFailed(f"Unknown currency code: {code!r}")
+        raise ValidationFailed("Unknown currency code: %(code)s", code=code[:10])
     return normalised
 
 
@@ -47,9 +49,7 @@ class Money:
     currency: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.amount_minor, int) or isinstance(
-            self.amount_minor, bool
-        ):
+        if not isinstance(self.amount_minor, int) or isinstance(self.amount_minor, bool):
             raise TypeError("amount_minor must be an int")
         if abs(self.amount_minor) > AMOUNT_MINOR_MAX:
             raise ValidationFailed("Amount is too large")
@@ -57,9 +57,7 @@ class Money:
 
     def _same_currency(self, other: Money) -> None:
         if other.currency != self.currency:
-            raise ValidationFailed(
-                f"Cannot combine {self.currency} with {other.currency}"
-            )
+            raise ValidationFailed("Cannot combine %(a)s with %(b)s", a=self.currency, b=other.currency)
 
     def __add__(self, other: Money) -> Money:
         self._same_currency(other)
@@ -91,25 +89,27 @@ def parse_money(text: str, currency: str) -> Money:
     typed amount is never silently changed.
     """
     currency = validate_currency(currency)
-    cleaned = text.strip().replace(",", "").replace(" ", "")
+    cleaned = text.strip()
     symbol = get_currency_symbol(currency, locale="en")
     for prefix in (symbol, currency, "$", "¥", "€", "£"):
         if cleaned.upper().startswith(prefix.upper()):
-            cleaned = cleaned[len(prefix) :]
+            cleaned = cleaned[len(prefix) :].strip()
             break
+    if _GROUPED_AMOUNT_PATTERN.match(cleaned):
+        cleaned = cleaned.replace(",", "").replace(" ", "")
     if not _AMOUNT_PATTERN.match(cleaned):
-        raise ValidationFailed(f"Not an amount: {text!r}")
+        raise ValidationFailed("Not an amount: %(text)s", text=text[:40])
     try:
         value = Decimal(cleaned)
-    except (
-        InvalidOperation
-    ) as exc:  # pragma: no cover - the pattern already rules this out
-        raise ValidationFailed(f"Not an amount: {text!r}") from exc
+    except InvalidOperation as exc:  # pragma: no cover - the pattern already rules this out
+        raise ValidationFailed("Not an amount: %(text)s", text=text[:40]) from exc
     exponent = minor_unit_exponent(currency)
-    scaled = value.scaleb(exponent)
+    # Scale in a context wide enough for every typed digit: the default 28-digit context
+    # would round "1.000…0001" to 1.00 before the decimal-places check could see it.
+    scaled = value.scaleb(exponent, context=Context(prec=len(cleaned) + 1))
     if scaled != scaled.to_integral_value():
         raise ValidationFailed(
-            f"{currency} amounts have at most {exponent} decimal places"
+            "%(currency)s amounts have at most %(places)s decimal places", currency=currency, places=exponent
         )
     return Money(int(scaled), currency)
 
@@ -118,9 +118,7 @@ def format_money(amount_minor: int, currency: str, language: str = "en") -> str:
     """Format minor units for people in the given language, e.g. ``$20.00``, ``¥20.00``."""
     exponent = minor_unit_exponent(currency)
     value = Decimal(amount_minor).scaleb(-exponent)
-    return str(
-        format_currency(value, currency, locale=_BABEL_LOCALES.get(language, "en"))
-    )
+    return str(format_currency(value, currency, locale=_BABEL_LOCALES.get(language, "en")))
 
 
 def apply_rate(amount_minor: int, rate_basis_points: int) -> int:
@@ -137,13 +135,12 @@ def split(amount_minor: int, weights: list[int]) -> list[int]:
     """
     if not weights or any(weight < 0 for weight in weights) or sum(weights) == 0:
         raise ValidationFailed("Weights must be non-negative and not all zero")
+    if amount_minor < 0:
+        # Mirror the positive split, so splitting a refund reverses each part exactly.
+        return [-part for part in split(-amount_minor, weights)]
     total = sum(weights)
     shares = [amount_minor * weight // total for weight in weights]
-    remainders = [
-        (amount_minor * weight % total, -index) for index, weight in enumerate(weights)
-    ]
-    for _, negative_index in sorted(remainders, reverse=True)[
-        : amount_minor - sum(shares)
-    ]:
+    remainders = [(amount_minor * weight % total, -index) for index, weight in enumerate(weights)]
+    for _, negative_index in sorted(remainders, reverse=True)[: amount_minor - sum(shares)]:
         shares[-negative_index] += 1
     return shares

@@ -36,9 +36,7 @@ class Plan(Base):
     name: Mapped[str] = mapped_column(String(100))
     name_zh: Mapped[str] = mapped_column(String(100), default="")
     currency: Mapped[str] = mapped_column(String(3))
-    validity_rule: Mapped[str] = mapped_column(
-        String(20), default=ValidityRule.TOPUP_EXTENDS
-    )
+    validity_rule: Mapped[str] = mapped_column(String(20), default=ValidityRule.TOPUP_EXTENDS)
     # topup_extends: [[amount_minor_from, days], ...] ascending; days added per credited top-up.
     validity_tiers: Mapped[list[Any]] = mapped_column(JSON, default=list)
     validity_days_max: Mapped[int] = mapped_column(Integer, default=365)
@@ -70,15 +68,11 @@ class Line(Base):
     __tablename__ = "lines"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    customer_id: Mapped[int | None] = mapped_column(
-        ForeignKey("customers.id"), index=True, nullable=True
-    )
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True, nullable=True)
     msisdn: Mapped[str] = mapped_column(String(16), unique=True)
     iccid: Mapped[str | None] = mapped_column(String(22), unique=True, nullable=True)
     plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id"))
-    state: Mapped[str] = mapped_column(
-        String(20), default=LineState.PENDING_ACTIVATION, index=True
-    )
+    state: Mapped[str] = mapped_column(String(20), default=LineState.PENDING_ACTIVATION, index=True)
     validity_date: Mapped[date | None] = mapped_column(Date, nullable=True, index=True)
     state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     main_account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
@@ -108,12 +102,8 @@ class AuthSession(Base):
 
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(10))  # "web" or "api"
-    customer_id: Mapped[int | None] = mapped_column(
-        ForeignKey("customers.id"), index=True, nullable=True
-    )
-    staff_user_id: Mapped[int | None] = mapped_column(
-        ForeignKey("staff_users.id"), index=True, nullable=True
-    )
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True, nullable=True)
+    staff_user_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"), index=True, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -18,9 +18,7 @@ AFTER_COMMIT_KEY = "airtime_after_commit"
 def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys and write-locking transactions."""
     if database_url.startswith("sqlite"):
-        engine = create_engine(
-            database_url, connect_args={"check_same_thread": False, "timeout": 30}
-        )
+        engine = create_engine(database_url, connect_args={"check_same_thread": False, "timeout": 30})
         _configure_sqlite(engine)
         return engine
     return create_engine(

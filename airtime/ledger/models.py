@@ -99,9 +99,7 @@ class Entry(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    transfer_id: Mapped[str] = mapped_column(
-        ForeignKey("ledger_transfers.id"), index=True
-    )
+    transfer_id: Mapped[str] = mapped_column(ForeignKey("ledger_transfers.id"), index=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

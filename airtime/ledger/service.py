@@ -74,9 +74,7 @@ class PostedTransfer:
 
 def _validate(request: TransferRequest) -> None:
     if not request.transfer_id or len(request.transfer_id) > TRANSFER_ID_LENGTH_MAX:
-        raise ValidationFailed(
-            f"A transfer id has 1 to {TRANSFER_ID_LENGTH_MAX} characters"
-        )
+        raise ValidationFailed(f"A transfer id has 1 to {TRANSFER_ID_LENGTH_MAX} characters")
     validate_currency(request.currency)
     if not 2 <= len(request.legs) <= LEGS_PER_TRANSFER_MAX:
         raise ValidationFailed(f"A transfer has 2 to {LEGS_PER_TRANSFER_MAX} legs")
@@ -113,9 +111,7 @@ def post_transfer(
     return post_transfers(session, [request])[0]
 
 
-def post_transfers(
-    session: Session, requests: Sequence[TransferRequest]
-) -> list[PostedTransfer]:
+def post_transfers(session: Session, requests: Sequence[TransferRequest]) -> list[PostedTransfer]:
     """Post many transfers atomically in the caller's transaction, in set-based statements.
 
     Raises (and the caller must roll back) if any transfer is invalid, conflicts with an
@@ -136,9 +132,7 @@ def post_transfers(
         return []
 
     now = utcnow()
-    hashes = {
-        transfer_id: request.content_hash() for transfer_id, request in by_id.items()
-    }
+    hashes = {transfer_id: request.content_hash() for transfer_id, request in by_id.items()}
     inserted = set(
         session.execute(
             insert_ignoring_conflicts(session, _transfers).returning(_transfers.c.id),
@@ -156,24 +150,20 @@ def post_transfers(
             ],
         ).scalars()
     )
-    created_at = {transfer_id: now for transfer_id in inserted}
+    created_at = dict.fromkeys(inserted, now)
     replayed_ids = [transfer_id for transfer_id in by_id if transfer_id not in inserted]
     if replayed_ids:
         rows = session.execute(
-            select(
-                _transfers.c.id, _transfers.c.content_hash, _transfers.c.created_at
-            ).where(_transfers.c.id.in_(replayed_ids))
+            select(_transfers.c.id, _transfers.c.content_hash, _transfers.c.created_at).where(
+                _transfers.c.id.in_(replayed_ids)
+            )
         ).all()
         for transfer_id, content_hash, first_created_at in rows:
             if content_hash != hashes[transfer_id]:
-                raise IdempotencyConflict(
-                    f"Transfer {transfer_id} was already posted with different content"
-                )
+                raise IdempotencyConflict(f"Transfer {transfer_id} was already posted with different content")
             created_at[transfer_id] = first_created_at
 
-    new_requests = [
-        by_id[transfer_id] for transfer_id in by_id if transfer_id in inserted
-    ]
+    new_requests = [by_id[transfer_id] for transfer_id in by_id if transfer_id in inserted]
     if new_requests:
         _apply(session, new_requests, now)
     return [
@@ -186,18 +176,14 @@ def post_transfers(
     ]
 
 
-def _apply(
-    session: Session, requests: Sequence[TransferRequest], now: datetime
-) -> None:
-    account_ids = sorted(
-        {leg.account_id for request in requests for leg in request.legs}
-    )
+def _apply(session: Session, requests: Sequence[TransferRequest], now: datetime) -> None:
+    account_ids = sorted({leg.account_id for request in requests for leg in request.legs})
     meta = {
         row.id: row
         for row in session.execute(
-            select(
-                _accounts.c.id, _accounts.c.currency, _accounts.c.balance_tracked
-            ).where(_accounts.c.id.in_(account_ids))
+            select(_accounts.c.id, _accounts.c.currency, _accounts.c.balance_tracked).where(
+                _accounts.c.id.in_(account_ids)
+            )
         )
     }
     for request in requests:
@@ -210,9 +196,7 @@ def _apply(
                     f"Account {leg.account_id} holds {account.currency}, not {request.currency}"
                 )
 
-    tracked_ids = [
-        account_id for account_id in account_ids if meta[account_id].balance_tracked
-    ]
+    tracked_ids = [account_id for account_id in account_ids if meta[account_id].balance_tracked]
     if tracked_ids:
         # Lock guarded balances in id order, so two transfers over the same accounts
         # queue instead of deadlocking, then check every transfer in request order.
@@ -232,24 +216,16 @@ def _apply(
                 balances[leg.account_id] += leg.amount_minor
                 deltas[leg.account_id] += leg.amount_minor
                 floor = floors[leg.account_id]
-                if (
-                    leg.amount_minor < 0
-                    and floor is not None
-                    and balances[leg.account_id] < floor
-                ):
+                if leg.amount_minor < 0 and floor is not None and balances[leg.account_id] < floor:
                     available = balances[leg.account_id] - leg.amount_minor - floor
                     raise InsufficientFunds(
-                        "Insufficient funds: "
-                        f"{format_money(max(available, 0), request.currency)} available, "
-                        f"{format_money(-leg.amount_minor, request.currency)} needed",
+                        "Insufficient funds: %(available)s available, %(needed)s needed.",
+                        available=format_money(max(available, 0), request.currency),
+                        needed=format_money(-leg.amount_minor, request.currency),
                         account_id=leg.account_id,
                         transfer_id=request.transfer_id,
                     )
-        changed = [
-            {"b_id": account_id, "b_delta": delta}
-            for account_id, delta in deltas.items()
-            if delta
-        ]
+        changed = [{"b_id": account_id, "b_delta": delta} for account_id, delta in deltas.items() if delta]
         if changed:
             session.execute(
                 update(_accounts)
@@ -296,18 +272,14 @@ def open_account(
             created_at=utcnow(),
         )
     )
-    row = session.execute(
-        select(_accounts.c.id, _accounts.c.currency).where(_accounts.c.code == code)
-    ).one()
+    row = session.execute(select(_accounts.c.id, _accounts.c.currency).where(_accounts.c.code == code)).one()
     if row.currency != currency:
         raise ValidationFailed(f"Account {code} already exists in {row.currency}")
     return int(row.id)
 
 
 def account_id_for(session: Session, code: str) -> int:
-    account_id = session.execute(
-        select(_accounts.c.id).where(_accounts.c.code == code)
-    ).scalar()
+    account_id = session.execute(select(_accounts.c.id).where(_accounts.c.code == code)).scalar()
     if account_id is None:
         raise NotFound(f"No ledger account {code}")
     return int(account_id)
@@ -316,9 +288,7 @@ def account_id_for(session: Session, code: str) -> int:
 def balance_of(session: Session, account_id: int) -> int:
     """The account's balance in minor units: the kept row if tracked, else the sum of entries."""
     row = session.execute(
-        select(_accounts.c.balance_tracked, _accounts.c.balance_minor).where(
-            _accounts.c.id == account_id
-        )
+        select(_accounts.c.balance_tracked, _accounts.c.balance_minor).where(_accounts.c.id == account_id)
     ).one_or_none()
     if row is None:
         raise NotFound(f"Ledger account {account_id} does not exist")
@@ -342,26 +312,21 @@ def check_invariants(session: Session) -> list[str]:
         .having(func.sum(_entries.c.amount_minor) != 0)
         .limit(100)
     ).all()
-    problems += [
-        f"transfer {transfer_id} sums to {total}" for transfer_id, total in unbalanced
-    ]
+    problems += [f"transfer {transfer_id} sums to {total}" for transfer_id, total in unbalanced]
     sums = (
         select(_entries.c.account_id, func.sum(_entries.c.amount_minor).label("total"))
         .group_by(_entries.c.account_id)
         .subquery()
     )
     drifted = session.execute(
-        select(
-            _accounts.c.code, _accounts.c.balance_minor, func.coalesce(sums.c.total, 0)
-        )
+        select(_accounts.c.code, _accounts.c.balance_minor, func.coalesce(sums.c.total, 0))
         .select_from(_accounts.outerjoin(sums, sums.c.account_id == _accounts.c.id))
         .where(_accounts.c.balance_tracked)
         .where(_accounts.c.balance_minor != func.coalesce(sums.c.total, 0))
         .limit(100)
     ).all()
     problems += [
-        f"account {code} keeps {kept} but its entries sum to {total}"
-        for code, kept, total in drifted
+        f"account {code} keeps {kept} but its entries sum to {total}" for code, kept, total in drifted
     ]
     below = session.execute(
         select(_accounts.c.code, _accounts.c.balance_minor, _accounts.c.floor_minor)
@@ -369,20 +334,11 @@ def check_invariants(session: Session) -> list[str]:
         .where(_accounts.c.balance_minor < _accounts.c.floor_minor)
         .limit(100)
     ).all()
-    problems += [
-        f"account {code} is at {kept}, below its floor {floor}"
-        for code, kept, floor in below
-    ]
+    problems += [f"account {code} is at {kept}, below its floor {floor}" for code, kept, floor in below]
     by_currency = session.execute(
         select(_transfers.c.currency, func.sum(_entries.c.amount_minor))
-        .select_from(
-            _entries.join(_transfers, _transfers.c.id == _entries.c.transfer_id)
-        )
+        .select_from(_entries.join(_transfers, _transfers.c.id == _entries.c.transfer_id))
         .group_by(_transfers.c.currency)
     ).all()
-    problems += [
-        f"all {currency} entries sum to {total}"
-        for currency, total in by_currency
-        if total != 0
-    ]
+    problems += [f"all {currency} entries sum to {total}" for currency, total in by_currency if total != 0]
     return problems

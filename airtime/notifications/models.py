@@ -19,9 +19,7 @@ class NotificationStatus:
 
 class Notification(Base):
     __tablename__ = "notifications"
-    __table_args__ = (
-        Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
-    )
+    __table_args__ = (Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     channel: Mapped[str] = mapped_column(String(10))  # "email" or "sms"
@@ -31,13 +29,9 @@ class Notification(Base):
     body_html: Mapped[str | None] = mapped_column(Text, nullable=True)
     template: Mapped[str] = mapped_column(String(60))
     language: Mapped[str] = mapped_column(String(10))
-    customer_id: Mapped[int | None] = mapped_column(
-        ForeignKey("customers.id"), index=True, nullable=True
-    )
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True, nullable=True)
     # Makes "send once per occasion" a constraint rather than a hope.
-    dedup_key: Mapped[str | None] = mapped_column(
-        String(200), unique=True, nullable=True
-    )
+    dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True, nullable=True)
     status: Mapped[str] = mapped_column(String(10), default=NotificationStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)

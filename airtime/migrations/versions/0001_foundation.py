@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -20,9 +19,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "customers",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("email", sa.String(length=254), nullable=False),
         sa.Column("password_hash", sa.String(length=200), nullable=False),
         sa.Column("language", sa.String(length=10), nullable=False),
@@ -33,9 +30,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "ledger_accounts",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("code", sa.String(length=120), nullable=False),
         sa.Column("kind", sa.String(length=40), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
@@ -63,15 +58,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_transfers")),
     )
     with op.batch_alter_table("ledger_transfers", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_ledger_transfers_created_at"), ["created_at"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_ledger_transfers_created_at"), ["created_at"], unique=False)
 
     op.create_table(
         "plans",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("code", sa.String(length=40), nullable=False),
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("name_zh", sa.String(length=100), nullable=False),
@@ -93,15 +84,11 @@ def upgrade() -> None:
         sa.Column("key", sa.String(length=200), nullable=False),
         sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
         sa.Column("count", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint(
-            "key", "window_start", name=op.f("pk_rate_limit_counters")
-        ),
+        sa.PrimaryKeyConstraint("key", "window_start", name=op.f("pk_rate_limit_counters")),
     )
     op.create_table(
         "staff_users",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("email", sa.String(length=254), nullable=False),
         sa.Column("password_hash", sa.String(length=200), nullable=False),
         sa.Column("role", sa.String(length=20), nullable=False),
@@ -143,9 +130,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("token_hash", name=op.f("pk_auth_sessions")),
     )
     with op.batch_alter_table("auth_sessions", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_auth_sessions_customer_id"), ["customer_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_auth_sessions_customer_id"), ["customer_id"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_auth_sessions_staff_user_id"),
             ["staff_user_id"],
@@ -154,9 +139,7 @@ def upgrade() -> None:
 
     op.create_table(
         "ledger_entries",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("transfer_id", sa.String(length=100), nullable=False),
         sa.Column(
             "account_id",
@@ -175,24 +158,16 @@ def upgrade() -> None:
             ["ledger_transfers.id"],
             name=op.f("fk_ledger_entries_transfer_id_ledger_transfers"),
         ),
-        sa.CheckConstraint(
-            "amount_minor <> 0", name=op.f("ck_ledger_entries_amount_not_zero")
-        ),
+        sa.CheckConstraint("amount_minor <> 0", name=op.f("ck_ledger_entries_amount_not_zero")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_entries")),
     )
     with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_ledger_entries_account_id_id", ["account_id", "id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_ledger_entries_transfer_id"), ["transfer_id"], unique=False
-        )
+        batch_op.create_index("ix_ledger_entries_account_id_id", ["account_id", "id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_ledger_entries_transfer_id"), ["transfer_id"], unique=False)
 
     op.create_table(
         "lines",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column(
             "customer_id",
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
@@ -235,27 +210,19 @@ def upgrade() -> None:
             ["ledger_accounts.id"],
             name=op.f("fk_lines_main_account_id_ledger_accounts"),
         ),
-        sa.ForeignKeyConstraint(
-            ["plan_id"], ["plans.id"], name=op.f("fk_lines_plan_id_plans")
-        ),
+        sa.ForeignKeyConstraint(["plan_id"], ["plans.id"], name=op.f("fk_lines_plan_id_plans")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_lines")),
         sa.UniqueConstraint("iccid", name=op.f("uq_lines_iccid")),
         sa.UniqueConstraint("msisdn", name=op.f("uq_lines_msisdn")),
     )
     with op.batch_alter_table("lines", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_lines_customer_id"), ["customer_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_lines_customer_id"), ["customer_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_lines_state"), ["state"], unique=False)
-        batch_op.create_index(
-            batch_op.f("ix_lines_validity_date"), ["validity_date"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_lines_validity_date"), ["validity_date"], unique=False)
 
     op.create_table(
         "notifications",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("channel", sa.String(length=10), nullable=False),
         sa.Column("recipient", sa.String(length=254), nullable=False),
         sa.Column("subject", sa.String(length=200), nullable=False),
@@ -286,9 +253,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("dedup_key", name=op.f("uq_notifications_dedup_key")),
     )
     with op.batch_alter_table("notifications", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_notifications_customer_id"), ["customer_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_notifications_customer_id"), ["customer_id"], unique=False)
         batch_op.create_index(
             "ix_notifications_status_next_attempt_at",
             ["status", "next_attempt_at"],

@@ -1,0 +1,105 @@
+"""RFC 9457 problem details for every API error; pages get an HTML error instead."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from airtime.errors import AppError
+from airtime.i18n import negotiate
+
+log = structlog.get_logger(__name__)
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://airtime.dev/problems/"
+
+
+def problem(
+    request: Request, *, status: int, code: str, title: str, detail: str, **extra: Any
+) -> JSONResponse:
+    body = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        **extra,
+    }
+    headers = {}
+    if status == 429 and "retry_after" in extra:
+        headers["Retry-After"] = "60"
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _wants_problem(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or "json" in request.headers.get("accept", "")
+
+
+def install(app: FastAPI, *, html_error: Any) -> None:
+    """Register handlers: problem+json for the API, the HTML error page for everything else."""
+
+    @app.exception_handler(AppError)
+    async def _app_error(request: Request, exc: AppError) -> Response:
+        if not _wants_problem(request):
+            return await html_error(request, exc)
+        language = negotiate(request.headers.get("accept-language")) or "en"
+        extra = {key: value for key, value in exc.params.items() if isinstance(value, str | int | float)}
+        return problem(
+            request,
+            status=exc.status_code,
+            code=exc.code,
+            title=exc.title,
+            detail=exc.localized(language),
+            **extra,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"field": ".".join(str(part) for part in error["loc"][1:]) or "body", "message": error["msg"]}
+            for error in exc.errors()
+        ]
+        if not _wants_problem(request):
+            from airtime.errors import ValidationFailed
+
+            detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
+            return await html_error(request, ValidationFailed("Invalid input: %(detail)s", detail=detail))
+        return problem(
+            request,
+            status=422,
+            code="validation_failed",
+            title="Invalid input",
+            detail="The request is not valid: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+            errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if not _wants_problem(request):
+            from airtime.errors import NotFound
+
+            error = NotFound("Not found") if exc.status_code == 404 else AppError(str(exc.detail))
+            error.status_code = exc.status_code
+            return await html_error(request, error)
+        return problem(
+            request,
+            status=exc.status_code,
+            code="not_found" if exc.status_code == 404 else "http_error",
+            title=str(exc.detail),
+            detail=str(exc.detail),
+        )
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled_error", path=request.url.path)
+        return problem(
+            request,
+            status=500,
+            code="internal_error",
+            title="Internal error",
+            detail="Something went wrong on our side. It has been logged; please try again.",
+        )

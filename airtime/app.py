@@ -1,0 +1,89 @@
+"""The application factory: pages, API, health, metrics and the outbox sender."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import text
+
+from airtime import __version__
+from airtime.api import problems
+from airtime.api.v1.routes import router as api_v1_router
+from airtime.config import Settings, get_settings
+from airtime.db.session import engine_from_settings, make_session_factory, unit_of_work
+from airtime.errors import AppError
+from airtime.logging import configure_logging
+from airtime.metrics import metrics_middleware, metrics_response
+from airtime.notifications.providers import providers_from_settings
+from airtime.notifications.sender import SenderThread
+from airtime.web.context import render, visitor
+from airtime.web.pages import router as pages_router
+
+STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
+
+
+def create_app(settings: Settings | None = None, *, run_background_jobs: bool = True) -> FastAPI:
+    """Build the app; ``run_background_jobs=False`` leaves sending to the caller (tests)."""
+    settings = settings or get_settings()
+    configure_logging(json_output=settings.environment == "production")
+    engine = engine_from_settings(settings)
+    session_factory = make_session_factory(engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sender = None
+        if run_background_jobs:
+            sender = SenderThread(
+                session_factory,
+                providers_from_settings(settings),
+                attempts_max=settings.notification_send_attempts_max,
+            )
+            sender.start()
+        yield
+        if sender is not None:
+            sender.stop()
+        engine.dispose()
+
+    app = FastAPI(
+        title=f"{settings.operator_name} API",
+        version=__version__,
+        description="Top-ups and number keeping. Errors are RFC 9457 problem details.",
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = session_factory
+
+    async def html_error(request: Request, error: AppError) -> Response:
+        with unit_of_work(session_factory) as session:
+            who = visitor(request, session)
+            return render(request, who, "error.html", {"error": error}, status_code=error.status_code)
+
+    problems.install(app, html_error=html_error)
+    app.middleware("http")(metrics_middleware)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(api_v1_router)
+    app.include_router(pages_router)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> Response:
+        """Ready when the database answers."""
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - any failure means "not ready"
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "ok", "version": __version__})
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    def metrics() -> Response:
+        return metrics_response()
+
+    return app

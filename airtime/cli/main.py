@@ -1,0 +1,166 @@
+"""``airtime``: run the product, migrate, seed the demo, manage staff, send the outbox."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from airtime.config import Settings, get_settings
+from airtime.db.migrate import upgrade
+from airtime.db.session import engine_from_settings, make_session_factory, unit_of_work
+from airtime.errors import AppError
+
+app = typer.Typer(help="Airtime: top-ups and number keeping for a prepaid mobile operator.", no_args_is_help=True)
+console = Console()
+errors = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    errors.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _migrate(settings: Settings) -> None:
+    engine = engine_from_settings(settings)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema to the newest version."""
+    settings = get_settings()
+    _migrate(settings)
+    console.print(f"Database is up to date: {_display_url(settings.database_url)}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (use 1 with SQLite).")] = 1,
+) -> None:
+    """Run the web server (pages, API, outbox sender)."""
+    import uvicorn
+
+    settings = get_settings()
+    if settings.is_sqlite and workers > 1:
+        _fail("SQLite allows one writer: run one worker, or use PostgreSQL for several.")
+    uvicorn.run("airtime.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Migrate, load demo data, print the logins and serve on SQLite (unless configured otherwise)."""
+    import uvicorn
+
+    from airtime.demo import DEMO_LOGINS, seed
+
+    os.environ.setdefault("AIRTIME_BASE_URL", f"http://{host}:{port}")
+    get_settings.cache_clear()
+    settings = get_settings()
+    _migrate(settings)
+    engine = engine_from_settings(settings)
+    with unit_of_work(make_session_factory(engine)) as session:
+        created = seed(session, settings)
+    engine.dispose()
+    console.print(f"[bold]{settings.operator_name}[/bold] demo {'created' if created else 'already loaded'}.")
+    console.print(f"Open [link]{settings.base_url}[/link]")
+    for login in DEMO_LOGINS:
+        console.print(f"  log in as {login.email} / {login.password}  ({login.language})")
+    console.print(f"Emails and SMS: {settings.base_url}/outbox and {Path(settings.outbox_dir).resolve()}")
+    console.print(f"API: {settings.base_url}/api/docs   OpenAPI: {settings.base_url}/openapi.json")
+    uvicorn.run("airtime.app:create_app", factory=True, host=host, port=port, log_level="warning")
+
+
+@app.command("create-staff")
+def create_staff(
+    email: Annotated[str, typer.Argument(help="The staff member's email.")],
+    role: Annotated[str, typer.Option(help="care, supervisor or admin.")] = "care",
+    password: Annotated[
+        str | None, typer.Option(help="Password; asked for when not given (never put it in shell history).")
+    ] = None,
+) -> None:
+    """Create a staff user for the care console."""
+    from airtime.accounts.service import create_staff as create
+
+    settings = get_settings()
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    engine = engine_from_settings(settings)
+    try:
+        with unit_of_work(make_session_factory(engine)) as session:
+            staff = create(session, email=email, password=password, role=role)
+    except AppError as error:
+        _fail(error.detail)
+    finally:
+        engine.dispose()
+    console.print(f"Staff user {staff.email} created with role {staff.role}.")
+
+
+@app.command("send-notifications")
+def send_notifications(
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many messages.")] = 1000,
+) -> None:
+    """Send what is due in the outbox now (the server also does this by itself)."""
+    from airtime.notifications.providers import providers_from_settings
+    from airtime.notifications.sender import send_due
+
+    settings = get_settings()
+    engine = engine_from_settings(settings)
+    try:
+        sent = send_due(
+            make_session_factory(engine),
+            providers_from_settings(settings),
+            attempts_max=settings.notification_send_attempts_max,
+            limit=limit,
+        )
+    finally:
+        engine.dispose()
+    console.print(f"Sent {sent} message(s).")
+
+
+@app.command("check-ledger")
+def check_ledger() -> None:
+    """Verify the ledger: balanced transfers, kept balances equal to entries, floors held."""
+    from airtime.ledger.service import check_invariants
+
+    settings = get_settings()
+    engine = engine_from_settings(settings)
+    try:
+        with unit_of_work(make_session_factory(engine)) as session:
+            problems = check_invariants(session)
+    finally:
+        engine.dispose()
+    if problems:
+        for problem in problems:
+            errors.print(problem, highlight=False)
+        _fail(f"{len(problems)} problem(s) found in the ledger.")
+    console.print("Ledger is balanced.")
+
+
+def _display_url(url: str) -> str:
+    """The URL without its password, for printing."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def main() -> None:  # pragma: no cover - the console script entry point
+    try:
+        app()
+    except AppError as error:
+        errors.print(f"error: {error.detail}")
+        sys.exit(2)

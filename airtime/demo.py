@@ -1,0 +1,128 @@
+"""Demo data: an operator with plans, customers and lines in several states, with money."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from airtime.accounts import service as accounts
+from airtime.accounts.models import Customer, LineState, Plan, ValidityRule
+from airtime.accounts.phone import luhn_complete
+from airtime.clock import today, utcnow
+from airtime.config import Settings
+from airtime.ledger.models import AccountKind
+from airtime.ledger.service import Leg, open_account, post_transfer
+
+DEMO_PASSWORD = "demo-password"
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    email: str
+    password: str
+    language: str
+
+
+DEMO_LOGINS = (
+    DemoLogin("ana@example.com", DEMO_PASSWORD, "en"),
+    DemoLogin("li.wei@example.com", DEMO_PASSWORD, "zh_Hans"),
+)
+# Numbers from ranges that phonenumbers accepts as valid mobile numbers.
+DEMO_LINES = (
+    # (owner email or None for an unowned line, msisdn, plan, state, days of validity left, balance)
+    ("ana@example.com", "+447911123456", "TRAVEL-GBP", LineState.ACTIVE, 75, 1250),
+    ("ana@example.com", "+447911123457", "KEEP-GBP", LineState.GRACE, -5, 0),
+    ("li.wei@example.com", "+8613800138000", "KEEP-CNY", LineState.ACTIVE, 160, 5000),
+    ("li.wei@example.com", "+33612345678", "TRAVEL-GBP", LineState.ACTIVE, 12, 300),
+    (None, "+447400123456", "TRAVEL-GBP", LineState.ACTIVE, 30, 500),
+)
+
+
+def _plans() -> list[Plan]:
+    now = utcnow()
+    return [
+        Plan(
+            code="TRAVEL-GBP",
+            name="Traveller",
+            name_zh="旅行卡",
+            currency="GBP",
+            validity_rule=ValidityRule.TOPUP_EXTENDS,
+            validity_tiers=[[500, 30], [1000, 90], [2000, 180]],
+            validity_days_max=365,
+            grace_days=30,
+            suspension_days=60,
+            quarantine_days=90,
+            created_at=now,
+        ),
+        Plan(
+            code="KEEP-GBP",
+            name="Keep my number",
+            name_zh="保号套餐",
+            currency="GBP",
+            validity_rule=ValidityRule.ACTIVITY_RESETS,
+            activity_days=180,
+            validity_days_max=180,
+            grace_days=30,
+            suspension_days=60,
+            quarantine_days=180,
+            created_at=now,
+        ),
+        Plan(
+            code="KEEP-CNY",
+            name="Keep my number (CNY)",
+            name_zh="保号套餐(人民币)",
+            currency="CNY",
+            validity_rule=ValidityRule.ACTIVITY_RESETS,
+            activity_days=180,
+            validity_days_max=180,
+            created_at=now,
+        ),
+    ]
+
+
+def seed(session: Session, settings: Settings) -> bool:
+    """Create the demo data once; returns False if it was already there."""
+    if session.scalar(select(Plan.id).where(Plan.code == "TRAVEL-GBP")) is not None:
+        return False
+    session.add_all(_plans())
+    session.flush()
+    customers: dict[str, Customer] = {}
+    for login in DEMO_LOGINS:
+        customers[login.email] = accounts.register_customer(
+            session, email=login.email, password=login.password, language=login.language, settings=settings
+        )
+    for index, (owner, msisdn, plan_code, state, days_left, balance_minor) in enumerate(DEMO_LINES):
+        line = accounts.add_line(
+            session,
+            msisdn=msisdn,
+            plan_code=plan_code,
+            settings=settings,
+            customer_id=customers[owner].id if owner else None,
+            iccid=luhn_complete(f"894400000000000{index:03d}"),
+            state=state,
+            validity_date=today() + timedelta(days=days_left),
+        )
+        plan = session.scalar(select(Plan).where(Plan.code == plan_code))
+        assert plan is not None
+        if balance_minor:
+            clearing = open_account(
+                session,
+                code=f"operator:clearing:demo:{plan.currency}",
+                kind=AccountKind.PAYMENT_CLEARING,
+                currency=plan.currency,
+                name="Demo opening balances",
+                balance_tracked=False,
+                floor_minor=None,
+            )
+            post_transfer(
+                session,
+                transfer_id=f"demo-opening-{msisdn}",
+                kind="opening_balance",
+                currency=plan.currency,
+                legs=[Leg(clearing, -balance_minor), Leg(line.main_account_id, balance_minor)],
+                description="Opening balance",
+            )
+    return True

@@ -1,0 +1,1 @@
+"""Server-rendered pages for subscribers (Jinja2, no JavaScript framework)."""

@@ -1,0 +1,318 @@
+"""Subscriber pages. Each handler is one unit of work; the rules live in the services."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from airtime.accounts import service as accounts
+from airtime.accounts.models import LineState
+from airtime.clock import today
+from airtime.config import Settings
+from airtime.db.session import unit_of_work
+from airtime.errors import AppError, NotFound
+from airtime.i18n import LANGUAGES, require_language
+from airtime.notifications.service import recent
+from airtime.web.context import (
+    LANGUAGE_COOKIE,
+    SESSION_COOKIE,
+    Visitor,
+    check_csrf,
+    redirect,
+    render,
+    session_hash,
+    set_signed_cookie,
+    visitor,
+)
+
+router = APIRouter(include_in_schema=False)
+CsrfChecked = Depends(check_csrf)
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def _login_redirect(request: Request, who: Visitor) -> RedirectResponse:
+    return redirect(f"/login?next={request.url.path}", who, _settings(request))
+
+
+def _safe_next(next_url: str | None) -> str:
+    """Only same-site paths, so the login form cannot be used to send people elsewhere."""
+    if next_url and next_url.startswith("/") and not next_url.startswith("//"):
+        return next_url
+    return "/lines"
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request) -> Response:
+    with unit_of_work(request.app.state.session_factory) as session:
+        who = visitor(request, session)
+        return render(request, who, "home.html")
+
+
+@router.get("/register", response_class=HTMLResponse)
+def register_form(request: Request) -> Response:
+    with unit_of_work(request.app.state.session_factory) as session:
+        who = visitor(request, session)
+        return render(request, who, "register.html", {"email": "", "error": None})
+
+
+@router.post("/register", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def register(
+    request: Request,
+    email: Annotated[str, Form(max_length=254)] = "",
+    password: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    settings = _settings(request)
+    factory = request.app.state.session_factory
+    try:
+        with unit_of_work(factory) as session:
+            who = visitor(request, session)
+            customer = accounts.register_customer(
+                session, email=email, password=password, language=who.language, settings=settings
+            )
+            token = accounts.open_session(
+                session,
+                kind="web",
+                lifetime=timedelta(hours=settings.customer_session_hours),
+                customer_id=customer.id,
+                ip_address=_client_ip(request),
+                user_agent=request.headers.get("user-agent", ""),
+            )
+    except AppError as error:
+        with unit_of_work(factory) as session:
+            who = visitor(request, session)
+            return render(
+                request, who, "register.html", {"email": email, "error": error}, status_code=error.status_code
+            )
+    response = redirect("/lines", who, settings)
+    set_signed_cookie(
+        response, SESSION_COOKIE, token, settings, max_age=settings.customer_session_hours * 3600
+    )
+    return response
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str | None = None) -> Response:
+    with unit_of_work(request.app.state.session_factory) as session:
+        who = visitor(request, session)
+        return render(request, who, "login.html", {"email": "", "error": None, "next": _safe_next(next)})
+
+
+@router.post("/login", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def login(
+    request: Request,
+    email: Annotated[str, Form(max_length=254)] = "",
+    password: Annotated[str, Form(max_length=200)] = "",
+    next: Annotated[str, Form(max_length=500)] = "/lines",
+) -> Response:
+    settings = _settings(request)
+    factory = request.app.state.session_factory
+    try:
+        with unit_of_work(factory) as session:
+            who = visitor(request, session)
+            customer = accounts.authenticate(
+                session, email=email, password=password, ip_address=_client_ip(request), settings=settings
+            )
+            token = accounts.open_session(
+                session,
+                kind="web",
+                lifetime=timedelta(hours=settings.customer_session_hours),
+                customer_id=customer.id,
+                ip_address=_client_ip(request),
+                user_agent=request.headers.get("user-agent", ""),
+            )
+    except AppError as error:
+        with unit_of_work(factory) as session:
+            who = visitor(request, session)
+            context = {"email": email, "error": error, "next": _safe_next(next)}
+            return render(request, who, "login.html", context, status_code=error.status_code)
+    response = redirect(_safe_next(next), who, settings)
+    set_signed_cookie(
+        response, SESSION_COOKIE, token, settings, max_age=settings.customer_session_hours * 3600
+    )
+    return response
+
+
+@router.post("/logout", dependencies=[CsrfChecked])
+def logout(request: Request) -> Response:
+    settings = _settings(request)
+    with unit_of_work(request.app.state.session_factory) as session:
+        who = visitor(request, session)
+        if who.session_token:
+            accounts.revoke_session(session, token=who.session_token)
+    response = redirect("/", who, settings)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.post("/language", dependencies=[CsrfChecked])
+def switch_language(
+    request: Request,
+    language: Annotated[str, Form(max_length=20)] = "",
+    next: Annotated[str, Form(max_length=500)] = "/",
+) -> Response:
+    settings = _settings(request)
+    factory = request.app.state.session_factory
+    try:
+        chosen = require_language(language)
+    except AppError as error:
+        with unit_of_work(factory) as session:
+            who = visitor(request, session)
+            return render(request, who, "error.html", {"error": error}, status_code=error.status_code)
+    with unit_of_work(factory) as session:
+        who = visitor(request, session)
+        if who.customer is not None:
+            accounts.set_language(session, customer_id=who.customer.id, language=chosen)
+    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    response = redirect(target, who, settings)
+    response.set_cookie(LANGUAGE_COOKIE, chosen, max_age=60 * 60 * 24 * 365, samesite="lax", path="/")
+    return response
+
+
+@router.get("/forgot-password", response_class=HTMLResponse)
+def forgot_form(request: Request) -> Response:
+    with unit_of_work(request.app.state.session_factory) as session:
+        who = visitor(request, session)
+        return render(request, who, "forgot_password.html", {"email": "", "error": None, "sent": False})
+
+
+@router.post("/forgot-password", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def forgot(request: Request, email: Annotated[str, Form(max_length=254)] = "") -> Response:
+    factory = request.app.state.session_factory
+    try:
+        with unit_of_work(factory) as session:
+            who = visitor(request, session)
+            accounts.request_password_reset(session, email=email, settings=_settings(request))
+    except AppError as error:
+        with unit_of_work(factory) as session:
+            who = visitor(request, session)
+            context = {"email": email, "error": error, "sent": False}
+            return render(request, who, "forgot_password.html", context, status_code=error.status_code)
+    with unit_of_work(factory) as session:
+        who = visitor(request, session)
+        return render(request, who, "forgot_password.html", {"email": email, "error": None, "sent": True})
+
+
+@router.get("/reset-password/{token}", response_class=HTMLResponse)
+def reset_form(request: Request, token: str) -> Response:
+    with unit_of_work(request.app.state.session_factory) as session:
+        who = visitor(request, session)
+        try:
+            accounts.check_reset_token(session, token=token)
+        except AppError as error:
+            return render(
+                request, who, "reset_password.html", {"token": None, "error": error}, status_code=400
+            )
+        return render(request, who, "reset_password.html", {"token": token, "error": None})
+
+
+@router.post("/reset-password/{token}", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def reset(request: Request, token: str, password: Annotated[str, Form(max_length=200)] = "") -> Response:
+    settings = _settings(request)
+    factory = request.app.state.session_factory
+    try:
+        with unit_of_work(factory) as session:
+            who = visitor(request, session)
+            accounts.reset_password(session, token=token, new_password=password, settings=settings)
+    except AppError as error:
+        with unit_of_work(factory) as session:
+            who = visitor(request, session)
+            still_usable = error.code == "validation_failed"
+            context = {"token": token if still_usable else None, "error": error}
+            return render(request, who, "reset_password.html", context, status_code=error.status_code)
+    response = redirect("/login?reset=1", who, settings)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/account/password", response_class=HTMLResponse)
+def password_form(request: Request) -> Response:
+    with unit_of_work(request.app.state.session_factory) as session:
+        who = visitor(request, session)
+        if who.customer is None:
+            return _login_redirect(request, who)
+        return render(request, who, "change_password.html", {"error": None, "done": False})
+
+
+@router.post("/account/password", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def change_password(
+    request: Request,
+    current_password: Annotated[str, Form(max_length=200)] = "",
+    new_password: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    factory = request.app.state.session_factory
+    try:
+        with unit_of_work(factory) as session:
+            who = visitor(request, session)
+            if who.customer is None:
+                return _login_redirect(request, who)
+            accounts.change_password(
+                session,
+                customer_id=who.customer.id,
+                current_password=current_password,
+                new_password=new_password,
+                keep_session_hash=session_hash(who),
+            )
+    except AppError as error:
+        with unit_of_work(factory) as session:
+            who = visitor(request, session)
+            context = {"error": error, "done": False}
+            return render(request, who, "change_password.html", context, status_code=error.status_code)
+    with unit_of_work(factory) as session:
+        who = visitor(request, session)
+        return render(request, who, "change_password.html", {"error": None, "done": True})
+
+
+@router.get("/lines", response_class=HTMLResponse)
+def my_lines(request: Request) -> Response:
+    with unit_of_work(request.app.state.session_factory) as session:
+        who = visitor(request, session)
+        if who.customer is None:
+            return _login_redirect(request, who)
+        lines = accounts.customer_lines(session, customer_id=who.customer.id)
+        return render(request, who, "lines.html", {"lines": lines, "today": today(), "LineState": LineState})
+
+
+@router.get("/lines/{line_id}", response_class=HTMLResponse)
+def line_detail(
+    request: Request, line_id: int, before: Annotated[int | None, Query(ge=1)] = None
+) -> Response:
+    with unit_of_work(request.app.state.session_factory) as session:
+        who = visitor(request, session)
+        if who.customer is None:
+            return _login_redirect(request, who)
+        try:
+            line = accounts.customer_line(session, customer_id=who.customer.id, line_id=line_id)
+        except NotFound as error:
+            return render(request, who, "error.html", {"error": error}, status_code=404)
+        history = accounts.line_history(session, line=line, before_entry_id=before, limit=25)
+        return render(
+            request,
+            who,
+            "line.html",
+            {"line": line, "history": history, "today": today(), "page_size": 25},
+        )
+
+
+@router.get("/outbox", response_class=HTMLResponse)
+def outbox(request: Request) -> Response:
+    """The demo's readable outbox: every email and SMS the system wrote."""
+    settings = _settings(request)
+    with unit_of_work(request.app.state.session_factory) as session:
+        who = visitor(request, session)
+        if settings.email_provider != "outbox" or settings.environment == "production":
+            return render(request, who, "error.html", {"error": NotFound("Not found")}, status_code=404)
+        return render(request, who, "outbox.html", {"messages": recent(session, limit=100)})
+
+
+__all__ = ["LANGUAGES", "router"]
