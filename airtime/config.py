@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     login_window_minutes: int = Field(default=15, ge=1, le=24 * 60)
     login_ip_failures_max: int = Field(default=50, ge=1, le=10_000)
     secure_cookies: bool = False
+    password_hash_time_cost: int = Field(default=3, ge=1, le=20)
+    password_hash_memory_kib: int = Field(default=65536, ge=1024, le=1024 * 1024)
 
     @field_validator("database_url")
     @classmethod

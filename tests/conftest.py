@@ -10,6 +10,10 @@ SQLite: one migrated template file, copied for each test.
 from __future__ import annotations
 
 import os
+
+# Cheap argon2 for the suite (the production default costs ~0.2 s per hash on purpose).
+os.environ.setdefault("AIRTIME_PASSWORD_HASH_TIME_COST", "1")
+os.environ.setdefault("AIRTIME_PASSWORD_HASH_MEMORY_KIB", "1024")
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,9 +21,12 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from airtime.app import create_app
+from airtime.config import Settings
 from airtime.db.migrate import upgrade
 from airtime.db.models import metadata
 from airtime.db.session import make_engine, make_session_factory, unit_of_work
@@ -124,3 +131,22 @@ def pg_session_factory(postgres_engine: Engine) -> Iterator[sessionmaker[Session
     """PostgreSQL only, for concurrency tests with real parallel connections."""
     yield make_session_factory(postgres_engine)
     _truncate_all(postgres_engine)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        secret_key="test-secret-key-not-for-production",
+        base_url="http://testserver",
+        outbox_dir=tmp_path / "outbox",
+        environment="test",
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The whole app over HTTP, on the test's database; the outbox is sent by the test."""
+    app = create_app(settings, run_background_jobs=False)
+    with TestClient(app) as test_client:
+        yield test_client

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from airtime.accounts.models import RateLimitCounter
 from airtime.clock import utcnow
 from airtime.db.dialect import upsert
 
-_counters = RateLimitCounter.__table__
+_counters = cast(Table, RateLimitCounter.__table__)
 
 
 def window_start(now: datetime, window_minutes: int) -> datetime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -18,16 +19,21 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://airtime.dev/problems/"
 
 
+RESERVED_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
+
+
 def problem(
-    request: Request, *, status: int, code: str, title: str, detail: str, **extra: Any
+    request: Request, *, status: int, code: str, title: str, detail: str, extra: dict[str, Any] | None = None
 ) -> JSONResponse:
+    """An RFC 9457 body; ``extra`` adds members such as ``field``, never overriding the standard ones."""
+    extra = {key: value for key, value in (extra or {}).items() if key not in RESERVED_MEMBERS}
     body = {
+        **extra,
         "type": PROBLEM_TYPE_BASE + code,
         "title": title,
         "status": status,
         "detail": detail,
         "instance": request.url.path,
-        **extra,
     }
     headers = {}
     if status == 429 and "retry_after" in extra:
@@ -39,7 +45,10 @@ def _wants_problem(request: Request) -> bool:
     return request.url.path.startswith("/api/") or "json" in request.headers.get("accept", "")
 
 
-def install(app: FastAPI, *, html_error: Any) -> None:
+HtmlErrorRenderer = Callable[[Request, AppError], Awaitable[Response]]
+
+
+def install(app: FastAPI, *, html_error: HtmlErrorRenderer) -> None:
     """Register handlers: problem+json for the API, the HTML error page for everything else."""
 
     @app.exception_handler(AppError)
@@ -54,7 +63,7 @@ def install(app: FastAPI, *, html_error: Any) -> None:
             code=exc.code,
             title=exc.title,
             detail=exc.localized(language),
-            **extra,
+            extra=extra,
         )
 
     @app.exception_handler(RequestValidationError)
@@ -74,7 +83,7 @@ def install(app: FastAPI, *, html_error: Any) -> None:
             code="validation_failed",
             title="Invalid input",
             detail="The request is not valid: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
-            errors=errors,
+            extra={"errors": errors},
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -76,7 +76,9 @@ Me = Annotated[Caller, Depends(caller)]
 
 
 def _money(amount_minor: int, currency: str) -> MoneyOut:
-    return MoneyOut(amount_minor=amount_minor, currency=currency, formatted=format_money(amount_minor, currency))
+    return MoneyOut(
+        amount_minor=amount_minor, currency=currency, formatted=format_money(amount_minor, currency)
+    )
 
 
 def _line_out(line: LineView) -> LineOut:
@@ -99,7 +101,9 @@ def _customer_out(customer: Customer) -> CustomerOut:
     )
 
 
-@router.post("/customers", status_code=status.HTTP_201_CREATED, response_model=CustomerOut, tags=["customers"])
+@router.post(
+    "/customers", status_code=status.HTTP_201_CREATED, response_model=CustomerOut, tags=["customers"]
+)
 def register(body: RegisterIn, request: Request, session: Db) -> CustomerOut:
     """Create a customer account."""
     customer = accounts.register_customer(
