@@ -15,9 +15,11 @@ from airtime.db.migrate import upgrade
 from airtime.db.session import engine_from_settings, make_session_factory, unit_of_work
 from airtime.errors import AppError
 
-app = typer.Typer(help="Airtime: top-ups and number keeping for a prepaid mobile operator.", no_args_is_help=True)
+app = typer.Typer(
+    help="Airtime: top-ups and number keeping for a prepaid mobile operator.", no_args_is_help=True
+)
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(message: str) -> None:
@@ -53,7 +55,9 @@ def serve(
     settings = get_settings()
     if settings.is_sqlite and workers > 1:
         _fail("SQLite allows one writer: run one worker, or use PostgreSQL for several.")
-    uvicorn.run("airtime.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    uvicorn.run(
+        "airtime.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info"
+    )
 
 
 @app.command()
