@@ -16,7 +16,7 @@ from airtime.config import Settings
 from airtime.ledger.models import AccountKind
 from airtime.ledger.service import Leg, open_account, post_transfer
 
-DEMO_PASSWORD = "demo-password"
+DEMO_PASSWORD = "demo-password"  # noqa: S105 - printed for the demo on purpose
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from airtime.clock import utcnow
@@ -36,9 +36,9 @@ TRANSFER_ID_LENGTH_MAX = 100
 LEGS_PER_TRANSFER_MAX = 16
 TRANSFERS_PER_BATCH_MAX = 50_000
 
-_accounts = LedgerAccount.__table__
-_entries = Entry.__table__
-_transfers = Transfer.__table__
+_accounts = cast(Table, LedgerAccount.__table__)
+_entries = cast(Table, Entry.__table__)
+_transfers = cast(Table, Transfer.__table__)
 
 
 @dataclass(frozen=True, slots=True)

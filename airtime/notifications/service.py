@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from airtime.clock import utcnow
@@ -17,7 +17,7 @@ from airtime.templating import language_context, make_environment
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 _environment = make_environment(TEMPLATE_DIR, autoescape=False)
-_notifications = Notification.__table__
+_notifications = cast(Table, Notification.__table__)
 SMS_LENGTH_MAX = 480
 
 # Set after a commit that wrote notifications; sender threads in this process wake on it.
