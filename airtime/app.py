@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
             return render(request, who, "error.html", {"error": error}, status_code=error.status_code)
 
     problems.install(app, html_error=html_error)
+    problems.document_problems(app)
     app.middleware("http")(metrics_middleware)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api_v1_router)

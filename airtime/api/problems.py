@@ -41,6 +41,60 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "RFC 9457 problem details; extra members (such as `field`) may follow.",
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "field": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+API_ERROR_STATUSES = {
+    "400": "Bad request",
+    "401": "Not authenticated",
+    "403": "Not allowed",
+    "404": "Not found",
+    "409": "Conflict",
+    "422": "Invalid input",
+    "429": "Too many attempts",
+}
+
+
+def document_problems(app: FastAPI) -> None:
+    """Make the OpenAPI document say what the API really sends on errors: problem+json."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = generate()
+        spec.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        reference = {"$ref": "#/components/schemas/Problem"}
+        for path, operations in spec.get("paths", {}).items():
+            if not path.startswith("/api/"):
+                continue
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for status, description in API_ERROR_STATUSES.items():
+                    responses[status] = {
+                        "description": description,
+                        "content": {PROBLEM_MEDIA_TYPE: {"schema": reference}},
+                    }
+        for unused in ("HTTPValidationError", "ValidationError"):
+            spec["components"]["schemas"].pop(unused, None)
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _wants_problem(request: Request) -> bool:
     return request.url.path.startswith("/api/") or "json" in request.headers.get("accept", "")
 
