@@ -14,7 +14,7 @@ from airtime.accounts.phone import luhn_complete
 from airtime.clock import today, utcnow
 from airtime.config import Settings
 from airtime.ledger.models import AccountKind
-from airtime.ledger.service import Leg, open_account, post_transfer
+from airtime.ledger.service import Leg, operator_account, post_transfer
 
 DEMO_PASSWORD = "demo-password"  # noqa: S105 - printed for the demo on purpose
 
@@ -108,14 +108,8 @@ def seed(session: Session, settings: Settings) -> bool:
         plan = session.scalar(select(Plan).where(Plan.code == plan_code))
         assert plan is not None
         if balance_minor:
-            clearing = open_account(
-                session,
-                code=f"operator:clearing:demo:{plan.currency}",
-                kind=AccountKind.PAYMENT_CLEARING,
-                currency=plan.currency,
-                name="Demo opening balances",
-                balance_tracked=False,
-                floor_minor=None,
+            clearing = operator_account(
+                session, kind=AccountKind.PAYMENT_CLEARING, currency=plan.currency, qualifier="demo"
             )
             post_transfer(
                 session,

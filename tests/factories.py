@@ -12,7 +12,7 @@ from airtime.accounts.models import Customer, Line, Plan
 from airtime.clock import today, utcnow
 from airtime.config import Settings
 from airtime.ledger.models import AccountKind
-from airtime.ledger.service import Leg, open_account, post_transfer
+from airtime.ledger.service import Leg, operator_account, post_transfer
 
 PASSWORD = "correct horse battery"
 
@@ -58,13 +58,8 @@ def line(
         validity_date=validity_date or today() + timedelta(days=30),
     )
     if balance_minor:
-        clearing = open_account(
-            session,
-            code="operator:clearing:test:GBP",
-            kind=AccountKind.PAYMENT_CLEARING,
-            currency="GBP",
-            balance_tracked=False,
-            floor_minor=None,
+        clearing = operator_account(
+            session, kind=AccountKind.PAYMENT_CLEARING, currency="GBP", qualifier="test"
         )
         post_transfer(
             session,

@@ -32,6 +32,14 @@ class AccountKind:
     AGENT_FLOAT = "agent_float"
     OPERATOR_EQUITY = "operator_equity"
 
+    OPERATOR_KINDS = (
+        PAYMENT_CLEARING,
+        VOUCHER_LIABILITY,
+        PROMOTION_EXPENSE,
+        REVENUE,
+        BREAKAGE,
+        OPERATOR_EQUITY,
+    )
     ALL = (
         CUSTOMER_MAIN,
         CUSTOMER_BONUS,

@@ -29,7 +29,7 @@ from airtime.errors import (
     NotFound,
     ValidationFailed,
 )
-from airtime.ledger.models import Entry, LedgerAccount, Transfer
+from airtime.ledger.models import AccountKind, Entry, LedgerAccount, Transfer
 from airtime.money import AMOUNT_MINOR_MAX, format_money, validate_currency
 
 TRANSFER_ID_LENGTH_MAX = 100
@@ -276,6 +276,26 @@ def open_account(
     if row.currency != currency:
         raise ValidationFailed(f"Account {code} already exists in {row.currency}")
     return int(row.id)
+
+
+def operator_account(session: Session, *, kind: str, currency: str, qualifier: str = "") -> int:
+    """The operator's own account of a kind (clearing per provider, liability, revenue...).
+
+    Operator accounts are unguarded and untracked: their balance is the sum of entries,
+    so no hot balance row serialises the transfers that touch them.
+    """
+    if kind not in AccountKind.OPERATOR_KINDS:
+        raise ValidationFailed("%(kind)s is not an operator account kind.", kind=kind)
+    code = ":".join(part for part in ("operator", kind, qualifier, currency.upper()) if part)
+    return open_account(
+        session,
+        code=code,
+        kind=kind,
+        currency=currency,
+        name=code,
+        balance_tracked=False,
+        floor_minor=None,
+    )
 
 
 def account_id_for(session: Session, code: str) -> int:
