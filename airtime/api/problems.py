@@ -145,7 +145,11 @@ def install(app: FastAPI, *, html_error: HtmlErrorRenderer) -> None:
         if not _wants_problem(request):
             from airtime.errors import NotFound
 
-            error = NotFound("Not found") if exc.status_code == 404 else AppError(str(exc.detail))
+            error = (
+                NotFound("Not found")
+                if exc.status_code == 404
+                else AppError("This request cannot be handled (HTTP %(status)s).", status=exc.status_code)
+            )
             error.status_code = exc.status_code
             return await html_error(request, error)
         return problem(

@@ -74,10 +74,10 @@ class PostedTransfer:
 
 def _validate(request: TransferRequest) -> None:
     if not request.transfer_id or len(request.transfer_id) > TRANSFER_ID_LENGTH_MAX:
-        raise ValidationFailed(f"A transfer id has 1 to {TRANSFER_ID_LENGTH_MAX} characters")
+        raise ValidationFailed("A transfer id has 1 to %(length)s characters.", length=TRANSFER_ID_LENGTH_MAX)
     validate_currency(request.currency)
     if not 2 <= len(request.legs) <= LEGS_PER_TRANSFER_MAX:
-        raise ValidationFailed(f"A transfer has 2 to {LEGS_PER_TRANSFER_MAX} legs")
+        raise ValidationFailed("A transfer has 2 to %(legs)s legs.", legs=LEGS_PER_TRANSFER_MAX)
     if len({leg.account_id for leg in request.legs}) != len(request.legs):
         raise ValidationFailed("A transfer touches each account once")
     for leg in request.legs:
@@ -118,14 +118,15 @@ def post_transfers(session: Session, requests: Sequence[TransferRequest]) -> lis
     earlier one of the same id, or would take a guarded account below its floor.
     """
     if len(requests) > TRANSFERS_PER_BATCH_MAX:
-        raise ValidationFailed(f"At most {TRANSFERS_PER_BATCH_MAX} transfers per batch")
+        raise ValidationFailed("At most %(count)s transfers per batch.", count=TRANSFERS_PER_BATCH_MAX)
     by_id: dict[str, TransferRequest] = {}
     for request in requests:
         _validate(request)
         earlier = by_id.get(request.transfer_id)
         if earlier is not None and earlier.content_hash() != request.content_hash():
             raise IdempotencyConflict(
-                f"Transfer {request.transfer_id} was given twice with different content"
+                "Transfer %(transfer_id)s was given twice with different content.",
+                transfer_id=request.transfer_id,
             )
         by_id[request.transfer_id] = request
     if not by_id:
@@ -160,7 +161,10 @@ def post_transfers(session: Session, requests: Sequence[TransferRequest]) -> lis
         ).all()
         for transfer_id, content_hash, first_created_at in rows:
             if content_hash != hashes[transfer_id]:
-                raise IdempotencyConflict(f"Transfer {transfer_id} was already posted with different content")
+                raise IdempotencyConflict(
+                    "Transfer %(transfer_id)s was already posted with different content.",
+                    transfer_id=transfer_id,
+                )
             created_at[transfer_id] = first_created_at
 
     new_requests = [by_id[transfer_id] for transfer_id in by_id if transfer_id in inserted]
@@ -190,10 +194,13 @@ def _apply(session: Session, requests: Sequence[TransferRequest], now: datetime)
         for leg in request.legs:
             account = meta.get(leg.account_id)
             if account is None:
-                raise NotFound(f"Ledger account {leg.account_id} does not exist")
+                raise NotFound("Ledger account %(account_id)s does not exist.", account_id=leg.account_id)
             if account.currency != request.currency:
                 raise ValidationFailed(
-                    f"Account {leg.account_id} holds {account.currency}, not {request.currency}"
+                    "Account %(account_id)s holds %(held)s, not %(given)s.",
+                    account_id=leg.account_id,
+                    held=account.currency,
+                    given=request.currency,
                 )
 
     tracked_ids = [account_id for account_id in account_ids if meta[account_id].balance_tracked]
@@ -274,7 +281,9 @@ def open_account(
     )
     row = session.execute(select(_accounts.c.id, _accounts.c.currency).where(_accounts.c.code == code)).one()
     if row.currency != currency:
-        raise ValidationFailed(f"Account {code} already exists in {row.currency}")
+        raise ValidationFailed(
+            "Account %(code)s already exists in %(currency)s.", code=code, currency=row.currency
+        )
     return int(row.id)
 
 
@@ -301,7 +310,7 @@ def operator_account(session: Session, *, kind: str, currency: str, qualifier: s
 def account_id_for(session: Session, code: str) -> int:
     account_id = session.execute(select(_accounts.c.id).where(_accounts.c.code == code)).scalar()
     if account_id is None:
-        raise NotFound(f"No ledger account {code}")
+        raise NotFound("No ledger account %(code)s.", code=code)
     return int(account_id)
 
 
@@ -311,7 +320,7 @@ def balance_of(session: Session, account_id: int) -> int:
         select(_accounts.c.balance_tracked, _accounts.c.balance_minor).where(_accounts.c.id == account_id)
     ).one_or_none()
     if row is None:
-        raise NotFound(f"Ledger account {account_id} does not exist")
+        raise NotFound("Ledger account %(account_id)s does not exist.", account_id=account_id)
     if row.balance_tracked:
         return int(row.balance_minor)
     return int(
