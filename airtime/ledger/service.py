@@ -36,6 +36,10 @@ TRANSFER_ID_LENGTH_MAX = 100
 LEGS_PER_TRANSFER_MAX = 16
 TRANSFERS_PER_BATCH_MAX = 50_000
 
+# A batch may touch more accounts than one statement takes parameters (PostgreSQL allows
+# 65,535, some SQLite builds 32,766), so id lists are sent in chunks of this many.
+_IN_LIST_SIZE_MAX = 10_000
+
 _accounts = cast(Table, LedgerAccount.__table__)
 _entries = cast(Table, Entry.__table__)
 _transfers = cast(Table, Transfer.__table__)
@@ -154,11 +158,15 @@ def post_transfers(session: Session, requests: Sequence[TransferRequest]) -> lis
     created_at = dict.fromkeys(inserted, now)
     replayed_ids = [transfer_id for transfer_id in by_id if transfer_id not in inserted]
     if replayed_ids:
-        rows = session.execute(
-            select(_transfers.c.id, _transfers.c.content_hash, _transfers.c.created_at).where(
-                _transfers.c.id.in_(replayed_ids)
+        rows = [
+            row
+            for chunk in _chunks(replayed_ids)
+            for row in session.execute(
+                select(_transfers.c.id, _transfers.c.content_hash, _transfers.c.created_at).where(
+                    _transfers.c.id.in_(chunk)
+                )
             )
-        ).all()
+        ]
         for transfer_id, content_hash, first_created_at in rows:
             if content_hash != hashes[transfer_id]:
                 raise IdempotencyConflict(
@@ -180,13 +188,19 @@ def post_transfers(session: Session, requests: Sequence[TransferRequest]) -> lis
     ]
 
 
+def _chunks(values: Sequence[Any]) -> list[Sequence[Any]]:
+    """``values`` in consecutive slices short enough for one statement's IN list."""
+    return [values[start : start + _IN_LIST_SIZE_MAX] for start in range(0, len(values), _IN_LIST_SIZE_MAX)]
+
+
 def _apply(session: Session, requests: Sequence[TransferRequest], now: datetime) -> None:
     account_ids = sorted({leg.account_id for request in requests for leg in request.legs})
     meta = {
         row.id: row
+        for chunk in _chunks(account_ids)
         for row in session.execute(
             select(_accounts.c.id, _accounts.c.currency, _accounts.c.balance_tracked).where(
-                _accounts.c.id.in_(account_ids)
+                _accounts.c.id.in_(chunk)
             )
         )
     }
@@ -207,12 +221,17 @@ def _apply(session: Session, requests: Sequence[TransferRequest], now: datetime)
     if tracked_ids:
         # Lock guarded balances in id order, so two transfers over the same accounts
         # queue instead of deadlocking, then check every transfer in request order.
-        locked = session.execute(
-            select(_accounts.c.id, _accounts.c.balance_minor, _accounts.c.floor_minor)
-            .where(_accounts.c.id.in_(tracked_ids))
-            .order_by(_accounts.c.id)
-            .with_for_update()
-        ).all()
+        # (The chunks are ascending slices of the sorted ids, so the order holds across them.)
+        locked = [
+            row
+            for chunk in _chunks(tracked_ids)
+            for row in session.execute(
+                select(_accounts.c.id, _accounts.c.balance_minor, _accounts.c.floor_minor)
+                .where(_accounts.c.id.in_(chunk))
+                .order_by(_accounts.c.id)
+                .with_for_update()
+            )
+        ]
         balances = {row.id: row.balance_minor for row in locked}
         floors = {row.id: row.floor_minor for row in locked}
         deltas = dict.fromkeys(tracked_ids, 0)

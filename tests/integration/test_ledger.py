@@ -26,6 +26,7 @@ from airtime.errors import (
     NotFound,
     ValidationFailed,
 )
+from airtime.ledger import service as ledger_service
 from airtime.ledger.models import AccountKind, Entry, LedgerAccount, Transfer
 from airtime.ledger.service import (
     LEGS_PER_TRANSFER_MAX,
@@ -734,3 +735,59 @@ def test_check_invariants_reports_a_drifted_balance_and_an_unbalanced_transfer(
     assert "account line:2:main keeps 5 but its entries sum to 0" in problems
     assert "transfer fund-wallet sums to 7" in problems
     assert "all USD entries sum to 7" in problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Large batches
+
+
+def test_a_batch_touching_more_accounts_than_one_in_list_takes_is_posted_in_chunks(
+    uow: UnitOfWork, accounts: Accounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ids go to the database in chunks (a real batch can exceed 65,535 parameters); with tiny
+    chunks, lookups, locks, replays and floor checks must still see every account and transfer."""
+    monkeypatch.setattr(ledger_service, "_IN_LIST_SIZE_MAX", 2)
+    with uow() as session:
+        wallets = [
+            open_account(
+                session,
+                code=f"line:chunk-{number}:main",
+                kind=AccountKind.CUSTOMER_MAIN,
+                currency="USD",
+                balance_tracked=True,
+                floor_minor=0,
+            )
+            for number in range(7)
+        ]
+    requests = [
+        _request(f"chunk-{number}", accounts.clearing, wallet, 100 + number)
+        for number, wallet in enumerate(wallets)
+    ]
+    with uow() as session:
+        first = post_transfers(session, requests[:3])
+    with uow() as session:
+        results = post_transfers(session, requests)
+    assert [result.replayed for result in results] == [True] * 3 + [False] * 4
+    assert [result.created_at for result in results[:3]] == [result.created_at for result in first]
+    with uow() as session:
+        assert [balance_of(session, wallet) for wallet in wallets] == [100 + number for number in range(7)]
+    # The last wallet is in the last chunk: its floor is still checked.
+    assert_refused_without_trace(
+        uow,
+        lambda session: post_transfers(
+            session,
+            [
+                _request(f"drain-{number}", wallet, accounts.revenue, 100 + number + (number == 6))
+                for number, wallet in enumerate(wallets)
+            ],
+        ),
+        InsufficientFunds,
+        transfer_ids=("drain-0", "drain-6"),
+    )
+    assert_refused_without_trace(
+        uow,
+        lambda session: post_transfers(
+            session, [*requests[:6], _request("chunk-6", accounts.clearing, wallets[6], 1)]
+        ),
+        IdempotencyConflict,
+    )

@@ -1,0 +1,233 @@
+"""Helpers every Airtime benchmark shares: throwaway databases, a pgbench baseline, timed client
+threads and a result table that puts each figure next to what plain PostgreSQL does on the
+same machine.
+
+Figures are only comparable on one machine, so every benchmark measures pgbench's built-in
+TPC-B-like transaction first and reports its own figures as a ratio to that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import create_engine, make_url, text
+
+DEFAULT_ADMIN_URL = os.environ.get(
+    "AIRTIME_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+# Bounds, so a typo on the command line cannot occupy the machine for hours.
+SECONDS_MAX = 600
+CLIENTS_MAX = 200
+PGBENCH_TIMEOUT_SECONDS = 900
+_TPS_PATTERN = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, seconds: float = 10, clients: int = 4) -> None:
+    """The options every benchmark takes: phase length, client threads, PostgreSQL server."""
+    parser.add_argument(
+        "--seconds", type=float, default=seconds, help=f"length of each measured phase (default {seconds})"
+    )
+    parser.add_argument(
+        "--clients", type=int, default=clients, help=f"client threads/connections (default {clients})"
+    )
+    parser.add_argument(
+        "--database-url",
+        default=DEFAULT_ADMIN_URL,
+        help="a PostgreSQL database on the server to use; throwaway databases are created and "
+        "dropped next to it (default: $AIRTIME_BENCH_POSTGRES_URL or %(default)s)",
+    )
+
+
+def check_common_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> None:
+    if not 0 < arguments.seconds <= SECONDS_MAX:
+        parser.error(f"--seconds must be in (0, {SECONDS_MAX}]")
+    if not 1 <= arguments.clients <= CLIENTS_MAX:
+        parser.error(f"--clients must be in [1, {CLIENTS_MAX}]")
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The URL with the psycopg 3 driver, as Airtime's engines expect it."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@contextmanager
+def throwaway_database(server_url: str, prefix: str) -> Iterator[str]:
+    """Create an empty database next to ``server_url``'s, yield its URL, then drop it."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(sqlalchemy_url(server_url), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield (
+                make_url(sqlalchemy_url(server_url)).set(database=name).render_as_string(hide_password=False)
+            )
+        finally:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def _libpq_arguments(url: str) -> tuple[list[str], dict[str, str]]:
+    """pgbench's connection options and environment for a SQLAlchemy-style URL."""
+    parsed = make_url(sqlalchemy_url(url))
+    arguments = []
+    if parsed.host:
+        arguments += ["-h", parsed.host]
+    if parsed.port:
+        arguments += ["-p", str(parsed.port)]
+    if parsed.username:
+        arguments += ["-U", parsed.username]
+    environment = dict(os.environ)
+    if parsed.password:
+        environment["PGPASSWORD"] = str(parsed.password)
+    return [*arguments, parsed.database or "postgres"], environment
+
+
+@dataclass(frozen=True)
+class PgbenchResult:
+    transactions_per_second: float
+    output: str
+
+
+def run_pgbench(
+    url: str, *, clients: int, seconds: float, scale: int = 10, threads: int = 2
+) -> PgbenchResult:
+    """Initialise pgbench tables at ``scale`` in the database at ``url`` and run TPC-B-like on it.
+
+    Returns transactions per second without initial connection time, as pgbench reports it.
+    """
+    connection, environment = _libpq_arguments(url)
+    subprocess.run(
+        ["pgbench", "-i", "-q", "-s", str(scale), *connection],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=PGBENCH_TIMEOUT_SECONDS,
+    )
+    completed = subprocess.run(
+        [
+            "pgbench",
+            "-b",
+            "tpcb-like",
+            "-c",
+            str(clients),
+            "-j",
+            str(min(threads, clients)),
+            "-T",
+            str(max(1, round(seconds))),
+            *connection,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=PGBENCH_TIMEOUT_SECONDS,
+    )
+    match = _TPS_PATTERN.search(completed.stdout)
+    if match is None:
+        raise RuntimeError(f"pgbench printed no tps line:\n{completed.stdout}\n{completed.stderr}")
+    return PgbenchResult(transactions_per_second=float(match.group(1)), output=completed.stdout)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    operations: int
+    elapsed_seconds: float
+    failures: int = 0
+
+    @property
+    def per_second(self) -> float:
+        return self.operations / self.elapsed_seconds if self.elapsed_seconds else 0.0
+
+
+def run_clients(
+    clients: int,
+    seconds: float,
+    operation: Callable[[int], int],
+    *,
+    warm_up: Callable[[int], None] | None = None,
+) -> Throughput:
+    """Call ``operation(client_number)`` from ``clients`` threads for ``seconds``, all starting together.
+
+    ``operation`` returns how many operations it completed (1 for one transfer, the batch size
+    for a batch); an exception counts as a failure and the client goes on. ``warm_up`` runs in
+    each thread before the start, e.g. to open its database connection.
+    """
+    barrier = threading.Barrier(clients + 1)
+    lock = threading.Lock()
+    totals = {"operations": 0, "failures": 0}
+    deadline = [0.0]
+
+    def client(number: int) -> None:
+        if warm_up is not None:
+            warm_up(number)
+        barrier.wait()
+        operations = failures = 0
+        while time.perf_counter() < deadline[0]:
+            try:
+                operations += operation(number)
+            except Exception:  # noqa: BLE001 - a benchmark counts failures and goes on
+                failures += 1
+        with lock:
+            totals["operations"] += operations
+            totals["failures"] += failures
+
+    threads = [threading.Thread(target=client, args=(number,), daemon=True) for number in range(clients)]
+    for thread in threads:
+        thread.start()
+    # Set the deadline only once every client is ready, then release them.
+    deadline[0] = time.perf_counter() + seconds + 3600
+    barrier.wait()
+    started = time.perf_counter()
+    deadline[0] = started + seconds
+    for thread in threads:
+        thread.join()
+    # Operations still running at the deadline finish and count, so measure to the last one.
+    elapsed = time.perf_counter() - started
+    return Throughput(operations=totals["operations"], elapsed_seconds=elapsed, failures=totals["failures"])
+
+
+def make_console() -> Console:
+    """A console for results; when output is piped (CI logs, reports) the table is not squeezed."""
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    per_second: float
+    unit: str = "/s"
+    note: str = ""
+
+
+def print_ratio_table(
+    title: str, baseline: Figure, figures: list[Figure], console: Console | None = None
+) -> None:
+    """Print each figure with its ratio to the baseline (pgbench's tps on the same server)."""
+    table = Table(title=title)
+    table.add_column("figure", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column(f"ratio to {baseline.name}", justify="right", no_wrap=True)
+    table.add_column("note")
+    for figure in [baseline, *figures]:
+        ratio = figure.per_second / baseline.per_second if baseline.per_second else float("nan")
+        table.add_row(figure.name, f"{figure.per_second:,.0f} {figure.unit}", f"{ratio:.2f}", figure.note)
+    (console or make_console()).print(table)
