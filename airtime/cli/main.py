@@ -18,7 +18,7 @@ from airtime.errors import AppError
 app = typer.Typer(
     help="Airtime: top-ups and number keeping for a prepaid mobile operator.", no_args_is_help=True
 )
-console = Console()
+console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
 
