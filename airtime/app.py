@@ -21,6 +21,8 @@ from airtime.logging import configure_logging
 from airtime.metrics import metrics_middleware, metrics_response
 from airtime.notifications.providers import providers_from_settings
 from airtime.notifications.sender import SenderThread
+from airtime.payments.endpoints import router as webhooks_router
+from airtime.payments.registry import providers_from_settings as payment_providers_from_settings
 from airtime.web.context import render, visitor
 from airtime.web.pages import router as pages_router
 
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
+    app.state.payment_providers = payment_providers_from_settings(settings)
 
     async def html_error(request: Request, error: AppError) -> Response:
         with unit_of_work(session_factory) as session:
@@ -71,6 +74,7 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     app.middleware("http")(metrics_middleware)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api_v1_router)
+    app.include_router(webhooks_router)
     app.include_router(pages_router)
 
     @app.get("/healthz", tags=["operations"])

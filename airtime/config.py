@@ -51,6 +51,19 @@ class Settings(BaseSettings):
     login_window_minutes: int = Field(default=15, ge=1, le=24 * 60)
     login_ip_failures_max: int = Field(default=50, ge=1, le=10_000)
     secure_cookies: bool = False
+    payment_sandbox_enabled: bool = True
+    # Events signed or sent longer ago than this are refused as replays.
+    webhook_tolerance_seconds: int = Field(default=300, ge=30)
+    reconcile_after_seconds: int = Field(default=120, ge=0)
+    reconcile_interval_seconds: int = Field(default=60, ge=5)
+    topup_payment_expiry_minutes: int = Field(default=24 * 60, ge=5)
+    stripe_secret_key: str = ""
+    stripe_webhook_secret: str = ""
+    stripe_api_base: str = ""
+    paypal_client_id: str = ""
+    paypal_client_secret: str = ""
+    paypal_webhook_id: str = ""
+    paypal_api_base: str = "https://api-m.sandbox.paypal.com"
     password_hash_time_cost: int = Field(default=3, ge=1, le=20)
     password_hash_memory_kib: int = Field(default=65536, ge=1024, le=1024 * 1024)
 

@@ -15,6 +15,7 @@ from airtime.clock import today, utcnow
 from airtime.config import Settings
 from airtime.ledger.models import AccountKind
 from airtime.ledger.service import Leg, operator_account, post_transfer
+from airtime.topups.models import AmountRule, Bundle, Promotion, PromotionKind
 
 DEMO_PASSWORD = "demo-password"  # noqa: S105 - printed for the demo on purpose
 
@@ -83,11 +84,85 @@ def _plans() -> list[Plan]:
     ]
 
 
+def _catalogue() -> list[object]:
+    """Amounts, bundles and a promotion, so the top-up pages have something to offer."""
+    now = utcnow()
+    return [
+        AmountRule(
+            currency="GBP",
+            denominations=[500, 1000, 2000, 5000],
+            amount_min_minor=300,
+            amount_max_minor=20000,
+            custom_allowed=True,
+        ),
+        AmountRule(
+            currency="CNY",
+            denominations=[3000, 5000, 10000, 20000],
+            amount_min_minor=1000,
+            amount_max_minor=100000,
+            custom_allowed=False,
+        ),
+        Bundle(
+            code="DATA-5GB",
+            name="5 GB data, 30 days",
+            name_zh="5GB 流量，30 天",
+            currency="GBP",
+            price_minor=1000,
+            data_mb=5120,
+            validity_days=30,
+        ),
+        Bundle(
+            code="TALK-300",
+            name="300 minutes + 300 SMS, 30 days",
+            name_zh="300 分钟通话 + 300 条短信，30 天",
+            currency="GBP",
+            price_minor=800,
+            voice_minutes=300,
+            sms_count=300,
+            validity_days=30,
+        ),
+        Bundle(
+            code="EU-ROAM-10GB",
+            name="10 GB Europe roaming, 15 days",
+            name_zh="欧洲漫游 10GB，15 天",
+            currency="GBP",
+            price_minor=1500,
+            data_mb=10240,
+            validity_days=15,
+            zone="EU",
+        ),
+        Bundle(
+            code="CN-DATA-10GB",
+            name="10 GB data, 30 days",
+            name_zh="10GB 流量，30 天",
+            currency="CNY",
+            price_minor=5000,
+            data_mb=10240,
+            validity_days=30,
+        ),
+        Promotion(
+            code="WELCOME10",
+            name="10% bonus on your first top-up",
+            name_zh="首次充值赠送 10%",
+            kind=PromotionKind.PERCENT,
+            value=1000,
+            currency="GBP",
+            amount_min_minor=1000,
+            bonus_max_minor=500,
+            starts_at=now - timedelta(days=1),
+            ends_at=now + timedelta(days=365),
+            first_topup_only=True,
+            channels=[],
+        ),
+    ]
+
+
 def seed(session: Session, settings: Settings) -> bool:
     """Create the demo data once; returns False if it was already there."""
     if session.scalar(select(Plan.id).where(Plan.code == "TRAVEL-GBP")) is not None:
         return False
     session.add_all(_plans())
+    session.add_all(_catalogue())
     session.flush()
     customers: dict[str, Customer] = {}
     for login in DEMO_LOGINS:

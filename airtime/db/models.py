@@ -14,3 +14,5 @@ from airtime.ledger.models import Entry, LedgerAccount, Transfer  # noqa: F401
 from airtime.notifications.models import Notification  # noqa: F401
 
 metadata = Base.metadata
+from airtime.payments.models import PaymentEvent, SandboxPayment  # noqa: E402, F401
+from airtime.topups.models import AmountRule, Bundle, LineAllowance, Promotion, TopupOrder  # noqa: E402, F401

@@ -31,6 +31,7 @@ class AccountKind:
     BREAKAGE = "breakage"
     AGENT_FLOAT = "agent_float"
     OPERATOR_EQUITY = "operator_equity"
+    REFUND_LOSS = "refund_loss"
 
     OPERATOR_KINDS = (
         PAYMENT_CLEARING,
@@ -39,6 +40,7 @@ class AccountKind:
         REVENUE,
         BREAKAGE,
         OPERATOR_EQUITY,
+        REFUND_LOSS,
     )
     ALL = (
         CUSTOMER_MAIN,
@@ -50,6 +52,7 @@ class AccountKind:
         BREAKAGE,
         AGENT_FLOAT,
         OPERATOR_EQUITY,
+        REFUND_LOSS,
     )
 
 

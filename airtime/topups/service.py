@@ -1,0 +1,665 @@
+"""Top-up orders: one state machine for every channel, and the one crediting step.
+
+    created → awaiting_payment → paid → credited → (refunded)
+          ↘ failed (with a reason a person understands) / cancelled
+
+Every transition is a conditional UPDATE on the order's current status, so a retried
+request, a duplicated webhook or two processes racing change the order once. Crediting is
+one ledger transfer whose id is derived from the order, so it happens exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, select, update
+from sqlalchemy.orm import Session
+
+from airtime.accounts.models import Customer, Line, LineState, Plan
+from airtime.accounts.phone import mask_msisdn, normalize_msisdn
+from airtime.clock import today, utcnow
+from airtime.config import Settings
+from airtime.db.dialect import insert_ignoring_conflicts
+from airtime.errors import AppError, Conflict, IdempotencyConflict, NotFound, ValidationFailed
+from airtime.ledger.models import AccountKind, LedgerAccount
+from airtime.ledger.service import Leg, balance_of, operator_account, post_transfer
+from airtime.money import format_money, parse_money
+from airtime.notifications.service import enqueue
+from airtime.payments.base import PaymentOutcome, PaymentProvider, PaymentRequest, PaymentState
+from airtime.topups.models import AmountRule, Bundle, Channel, LineAllowance, OrderStatus, TopupOrder
+from airtime.topups.promotions import best_bonus
+from airtime.topups.validity import validity_after_activity, validity_after_topup
+
+_orders = cast(Table, TopupOrder.__table__)
+IDEMPOTENCY_KEY_LENGTH_MAX = 100
+
+# What a person is told when a top-up failed (codes are stored on the order).
+FAILURE_MESSAGES = {
+    "payment_declined": "The payment was declined. No money was taken; try another card or PayPal.",
+    "payment_expired": "The payment was not completed in time. No money was taken; start a new top-up.",
+    "payment_cancelled": "The payment was cancelled. No money was taken.",
+    "provider_error": "The payment provider could not be reached. No money was taken; try again.",
+    "amount_mismatch": "The amount paid did not match the order. Customer care will sort it out.",
+}
+
+
+class LineNotTopupable(AppError):
+    status_code = 422
+    code = "line_not_topupable"
+    title = "This number cannot be topped up"
+
+
+class AmountNotAllowed(ValidationFailed):
+    code = "amount_not_allowed"
+    title = "Amount not allowed"
+
+
+@dataclass(frozen=True, slots=True)
+class TopupQuote:
+    """What the customer sees before paying."""
+
+    line: Line
+    plan: Plan
+    currency: str
+    amount_minor: int
+    bundle: Bundle | None
+    bonus_minor: int
+    promotion_id: int | None
+    promotion_name: str
+    validity_after: date | None
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+def amount_rule(session: Session, currency: str) -> AmountRule:
+    rule = session.get(AmountRule, currency)
+    if rule is None:
+        raise AmountNotAllowed("Top-ups in %(currency)s are not offered.", currency=currency)
+    return rule
+
+
+def active_bundles(session: Session, currency: str) -> list[Bundle]:
+    return list(
+        session.scalars(
+            select(Bundle)
+            .where(Bundle.active.is_(True), Bundle.currency == currency)
+            .order_by(Bundle.price_minor)
+        )
+    )
+
+
+def find_topupable_line(session: Session, *, msisdn: str, settings: Settings) -> Line:
+    """The line behind a typed number, if it can take a top-up (refusals say why)."""
+    normalized = normalize_msisdn(msisdn, default_region=settings.default_region)
+    line = session.scalar(select(Line).where(Line.msisdn == normalized))
+    if line is None:
+        raise LineNotTopupable(
+            "%(msisdn)s is not a %(operator)s number. Check the number and try again.",
+            msisdn=normalized,
+            operator=settings.operator_name,
+            field="msisdn",
+        )
+    if line.state == LineState.TERMINATED:
+        raise LineNotTopupable(
+            "%(msisdn)s is no longer in service and cannot be topped up.", msisdn=normalized, field="msisdn"
+        )
+    return line
+
+
+def get_order(session: Session, public_id: str) -> TopupOrder:
+    order = session.scalar(select(TopupOrder).where(TopupOrder.public_id == public_id))
+    if order is None:
+        raise NotFound("No such top-up.")
+    return order
+
+
+def line_orders(session: Session, *, line_id: int, limit: int = 50) -> list[TopupOrder]:
+    return list(
+        session.scalars(
+            select(TopupOrder)
+            .where(TopupOrder.line_id == line_id)
+            .order_by(TopupOrder.id.desc())
+            .limit(max(1, min(limit, 100)))
+        )
+    )
+
+
+# --- quoting and ordering --------------------------------------------------------------
+
+
+def quote(
+    session: Session,
+    *,
+    line: Line,
+    channel: str,
+    amount_text: str | None = None,
+    amount_minor: int | None = None,
+    bundle_code: str | None = None,
+) -> TopupQuote:
+    """Check the amount or bundle against the operator's rules and work out the bonus."""
+    plan = session.get(Plan, line.plan_id)
+    assert plan is not None
+    currency = plan.currency
+    bundle = None
+    if bundle_code:
+        bundle = session.scalar(select(Bundle).where(Bundle.code == bundle_code, Bundle.active.is_(True)))
+        if bundle is None or bundle.currency != currency:
+            raise ValidationFailed("That bundle is not available for this number.", field="bundle")
+        amount = bundle.price_minor
+    else:
+        if amount_minor is None:
+            if not amount_text:
+                raise AmountNotAllowed("Choose an amount.", field="amount")
+            amount_minor = parse_money(amount_text, currency).amount_minor
+        amount = amount_minor
+        rule = amount_rule(session, currency)
+        if amount not in rule.denominations:
+            if not rule.custom_allowed:
+                raise AmountNotAllowed(
+                    "Choose one of the amounts offered: %(amounts)s.",
+                    amounts=", ".join(format_money(value, currency) for value in rule.denominations),
+                    field="amount",
+                )
+            if not rule.amount_min_minor <= amount <= rule.amount_max_minor:
+                raise AmountNotAllowed(
+                    "Top up between %(min)s and %(max)s.",
+                    min=format_money(rule.amount_min_minor, currency),
+                    max=format_money(rule.amount_max_minor, currency),
+                    field="amount",
+                )
+    bonus = best_bonus(
+        session, line_id=line.id, currency=currency, amount_minor=amount, channel=channel, now=utcnow()
+    )
+    validity = (
+        validity_after_activity(plan, current=line.validity_date, today=today())
+        if bundle
+        else validity_after_topup(plan, current=line.validity_date, today=today(), amount_minor=amount)
+    )
+    return TopupQuote(
+        line=line,
+        plan=plan,
+        currency=currency,
+        amount_minor=amount,
+        bundle=bundle,
+        bonus_minor=bonus.bonus_minor,
+        promotion_id=bonus.promotion.id if bonus.promotion else None,
+        promotion_name=bonus.promotion.name if bonus.promotion else "",
+        validity_after=validity,
+    )
+
+
+def _request_hash(values: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def create_order(
+    session: Session,
+    *,
+    quote: TopupQuote,
+    channel: str,
+    provider: PaymentProvider,
+    idempotency_scope: str,
+    idempotency_key: str,
+    settings: Settings,
+    customer_id: int | None = None,
+    receipt_email: str = "",
+    language: str = "en",
+) -> tuple[TopupOrder, bool]:
+    """Make the order and start its payment; the same key with the same request returns the
+    first order (``created`` False), with a different request it is refused."""
+    if channel not in Channel.ALL:
+        raise ValidationFailed("Unknown channel %(channel)s.", channel=channel)
+    if not idempotency_key or len(idempotency_key) > IDEMPOTENCY_KEY_LENGTH_MAX:
+        raise ValidationFailed(
+            "An idempotency key of 1 to %(length)s characters is required.", length=IDEMPOTENCY_KEY_LENGTH_MAX
+        )
+    request_hash = _request_hash(
+        {
+            "channel": channel,
+            "line": quote.line.id,
+            "amount": quote.amount_minor,
+            "bundle": quote.bundle.code if quote.bundle else None,
+            "provider": provider.name,
+            "customer": customer_id,
+        }
+    )
+    now = utcnow()
+    public_id = secrets.token_urlsafe(16)
+    inserted = session.execute(
+        insert_ignoring_conflicts(session, _orders)
+        .values(
+            public_id=public_id,
+            idempotency_scope=idempotency_scope,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            channel=channel,
+            line_id=quote.line.id,
+            msisdn=quote.line.msisdn,
+            customer_id=customer_id,
+            currency=quote.currency,
+            amount_minor=quote.amount_minor,
+            bundle_id=quote.bundle.id if quote.bundle else None,
+            bonus_minor=quote.bonus_minor,
+            promotion_id=quote.promotion_id,
+            payment_provider=provider.name,
+            status=OrderStatus.CREATED,
+            failure_code="",
+            receipt_email=receipt_email[:254],
+            language=language,
+            payment_method="",
+            refunded_minor=0,
+            refund_shortfall_minor=0,
+            created_at=now,
+        )
+        .returning(_orders.c.id)
+    ).scalar()
+    if inserted is None:
+        existing = session.scalar(
+            select(TopupOrder).where(
+                TopupOrder.idempotency_scope == idempotency_scope,
+                TopupOrder.idempotency_key == idempotency_key,
+            )
+        )
+        assert existing is not None
+        if existing.request_hash != request_hash:
+            raise IdempotencyConflict("This Idempotency-Key was already used for a different top-up.")
+        return existing, False
+    order = session.get(TopupOrder, inserted)
+    assert order is not None
+    start = provider.start_payment(
+        session,
+        PaymentRequest(
+            order_public_id=order.public_id,
+            amount_minor=order.amount_minor,
+            currency=order.currency,
+            description=f"Top-up {mask_msisdn(order.msisdn)}",
+            return_url=f"{settings.base_url}/topup/orders/{order.public_id}?returned=1",
+            cancel_url=f"{settings.base_url}/topup/orders/{order.public_id}?cancelled=1",
+            customer_email=receipt_email,
+            idempotency_key=f"order-{order.public_id}",
+        ),
+    )
+    order.payment_reference = start.reference
+    order.payment_redirect_url = start.redirect_url
+    order.status = OrderStatus.AWAITING_PAYMENT
+    order.awaiting_payment_at = utcnow()
+    session.flush()
+    return order, True
+
+
+# --- transitions -------------------------------------------------------------------------
+
+
+def _transition(
+    session: Session, order_id: int, *, allowed_from: tuple[str, ...], values: dict[str, Any]
+) -> bool:
+    """Move the order only if it is in one of ``allowed_from``; True if this call moved it."""
+    moved = session.execute(
+        update(TopupOrder)
+        .where(TopupOrder.id == order_id, TopupOrder.status.in_(allowed_from))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    session.expire_all()
+    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def apply_payment_state(session: Session, order: TopupOrder, state: PaymentState) -> str:
+    """Bring the order in line with what the provider says; returns what changed."""
+    now = utcnow()
+    if state.outcome == PaymentOutcome.SUCCEEDED:
+        if state.amount_minor != order.amount_minor or state.currency != order.currency:
+            _transition(
+                session,
+                order.id,
+                allowed_from=(OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT),
+                values={"status": OrderStatus.FAILED, "failure_code": "amount_mismatch", "failed_at": now},
+            )
+            return "amount_mismatch"
+        # A success wins over an earlier expiry or cancellation: the money was taken.
+        if _transition(
+            session,
+            order.id,
+            allowed_from=OrderStatus.PAYABLE,
+            values={
+                "status": OrderStatus.PAID,
+                "paid_at": now,
+                "payment_method": state.method[:40],
+                "failure_code": "",
+            },
+        ):
+            return "paid"
+        return "unchanged"
+    if state.outcome == PaymentOutcome.FAILED:
+        if _transition(
+            session,
+            order.id,
+            allowed_from=(OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT),
+            values={
+                "status": OrderStatus.FAILED,
+                "failure_code": state.failure_code or "payment_declined",
+                "failed_at": now,
+            },
+        ):
+            return "failed"
+        return "unchanged"
+    if state.outcome == PaymentOutcome.REFUNDED:
+        return (
+            "refunded"
+            if refund(session, order=order, refunded_total_minor=state.refunded_minor)
+            else "unchanged"
+        )
+    return "unchanged"
+
+
+def cancel(session: Session, order: TopupOrder) -> bool:
+    """The customer walked away from the payment page: nothing was paid."""
+    return _transition(
+        session,
+        order.id,
+        allowed_from=(OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT),
+        values={
+            "status": OrderStatus.CANCELLED,
+            "failure_code": "payment_cancelled",
+            "cancelled_at": utcnow(),
+        },
+    )
+
+
+def expire(session: Session, order: TopupOrder) -> bool:
+    return _transition(
+        session,
+        order.id,
+        allowed_from=(OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT),
+        values={"status": OrderStatus.FAILED, "failure_code": "payment_expired", "failed_at": utcnow()},
+    )
+
+
+def receipt_number(order_id: int, credited_at: datetime) -> str:
+    return f"R{credited_at:%y%m%d}-{order_id:07d}"
+
+
+def credit(session: Session, *, order_id: int, settings: Settings) -> bool:
+    """The one crediting step every channel ends in: paid → credited, exactly once.
+
+    In one transaction: the order moves to credited (conditional update, which also locks
+    it), the ledger transfer is posted (its id is derived from the order), validity is
+    applied by the plan's rule, allowances are granted and the receipt is queued.
+    """
+    now = utcnow()
+    order = session.get(TopupOrder, order_id)
+    if order is None:
+        raise NotFound("No such top-up.")
+    if not _transition(
+        session,
+        order_id,
+        allowed_from=(OrderStatus.PAID,),
+        values={
+            "status": OrderStatus.CREDITED,
+            "credited_at": now,
+            "receipt_number": receipt_number(order_id, now),
+        },
+    ):
+        return False
+    order = session.get(TopupOrder, order_id)
+    assert order is not None
+    line = session.scalar(select(Line).where(Line.id == order.line_id).with_for_update())
+    assert line is not None
+    plan = session.get(Plan, line.plan_id)
+    assert plan is not None
+    clearing = operator_account(
+        session, kind=AccountKind.PAYMENT_CLEARING, currency=order.currency, qualifier=order.payment_provider
+    )
+    legs = [Leg(clearing, -order.amount_minor)]
+    bundle = session.get(Bundle, order.bundle_id) if order.bundle_id else None
+    if bundle is not None:
+        revenue = operator_account(
+            session, kind=AccountKind.REVENUE, currency=order.currency, qualifier="bundles"
+        )
+        legs.append(Leg(revenue, order.amount_minor))
+    else:
+        legs.append(Leg(line.main_account_id, order.amount_minor))
+    if order.bonus_minor:
+        expense = operator_account(session, kind=AccountKind.PROMOTION_EXPENSE, currency=order.currency)
+        legs += [Leg(expense, -order.bonus_minor), Leg(line.bonus_account_id, order.bonus_minor)]
+    transfer_id = f"topup:{order.id}:credit"
+    post_transfer(
+        session,
+        transfer_id=transfer_id,
+        kind="bundle_purchase" if bundle else "topup",
+        currency=order.currency,
+        legs=legs,
+        description=f"Top-up {order.receipt_number}",
+        details={"order": order.public_id, "channel": order.channel},
+    )
+    if bundle is not None:
+        grant_bundle(session, line=line, bundle=bundle, source=transfer_id)
+        new_validity = validity_after_activity(plan, current=line.validity_date, today=today())
+    else:
+        new_validity = validity_after_topup(
+            plan, current=line.validity_date, today=today(), amount_minor=order.amount_minor
+        )
+    line.validity_date = new_validity
+    if line.state in (LineState.PENDING_ACTIVATION, LineState.GRACE, LineState.SUSPENDED) and (
+        new_validity is None or new_validity >= today()
+    ):
+        line.state = LineState.ACTIVE
+        line.state_changed_at = now
+    order.balance_after_minor = balance_of(session, line.main_account_id)
+    order.validity_after = new_validity.isoformat() if new_validity else None
+    session.flush()
+    _send_receipt(session, order=order, bundle=bundle, settings=settings)
+    return True
+
+
+def grant_bundle(session: Session, *, line: Line, bundle: Bundle, source: str) -> None:
+    """Allowances of one bundle purchase; ``source`` (the transfer id) makes the grant once-only."""
+    now = utcnow()
+    session.execute(
+        insert_ignoring_conflicts(session, LineAllowance.__table__).values(
+            line_id=line.id,
+            bundle_id=bundle.id,
+            source=source,
+            data_mb_remaining=bundle.data_mb,
+            voice_minutes_remaining=bundle.voice_minutes,
+            sms_remaining=bundle.sms_count,
+            zone=bundle.zone,
+            granted_at=now,
+            expires_at=now + timedelta(days=bundle.validity_days),
+        )
+    )
+
+
+def buy_bundle_from_balance(
+    session: Session, *, line: Line, bundle_code: str, idempotency_key: str
+) -> LineAllowance:
+    """Buy a bundle with the line's main balance (refused, with nothing moved, if short)."""
+    bundle = session.scalar(select(Bundle).where(Bundle.code == bundle_code, Bundle.active.is_(True)))
+    plan = session.get(Plan, line.plan_id)
+    assert plan is not None
+    if bundle is None or bundle.currency != plan.currency:
+        raise ValidationFailed("That bundle is not available for this number.", field="bundle")
+    if line.state in (LineState.SUSPENDED, LineState.TERMINATED):
+        raise LineNotTopupable("Top up the line first: it is barred.")
+    if not idempotency_key or len(idempotency_key) > IDEMPOTENCY_KEY_LENGTH_MAX:
+        raise ValidationFailed("An idempotency key is required.")
+    transfer_id = f"bundle:{line.id}:{idempotency_key}"
+    revenue = operator_account(session, kind=AccountKind.REVENUE, currency=plan.currency, qualifier="bundles")
+    post_transfer(
+        session,
+        transfer_id=transfer_id,
+        kind="bundle_purchase",
+        currency=plan.currency,
+        legs=[Leg(line.main_account_id, -bundle.price_minor), Leg(revenue, bundle.price_minor)],
+        description=f"Bundle {bundle.code}",
+        details={"bundle": bundle.code},
+    )
+    grant_bundle(session, line=line, bundle=bundle, source=transfer_id)
+    locked = session.scalar(select(Line).where(Line.id == line.id).with_for_update())
+    assert locked is not None
+    locked.validity_date = validity_after_activity(plan, current=locked.validity_date, today=today())
+    allowance = session.scalar(select(LineAllowance).where(LineAllowance.source == transfer_id))
+    assert allowance is not None
+    return allowance
+
+
+def line_allowances(session: Session, *, line_id: int) -> list[tuple[LineAllowance, Bundle]]:
+    """Live allowances of a line, soonest expiry first."""
+    rows = session.execute(
+        select(LineAllowance, Bundle)
+        .join(Bundle, Bundle.id == LineAllowance.bundle_id)
+        .where(
+            LineAllowance.line_id == line_id,
+            LineAllowance.expires_at > utcnow(),
+            LineAllowance.revoked_at.is_(None),
+        )
+        .order_by(LineAllowance.expires_at)
+    ).all()
+    return [(allowance, bundle) for allowance, bundle in rows]
+
+
+# --- refunds ---------------------------------------------------------------------------
+
+
+def refund(session: Session, *, order: TopupOrder, refunded_total_minor: int) -> bool:
+    """A refund made at the provider: claw back what it paid for, never below zero.
+
+    ``refunded_total_minor`` is the provider's running total for the payment, so a
+    repeated event moves nothing. What cannot be clawed back (already spent) is recorded
+    on the order as a shortfall for care, and booked as a refund loss.
+    """
+    locked = session.scalar(select(TopupOrder).where(TopupOrder.id == order.id).with_for_update())
+    assert locked is not None
+    order = locked
+    refunded_total_minor = min(refunded_total_minor, order.amount_minor)
+    delta = refunded_total_minor - order.refunded_minor
+    if delta <= 0:
+        return False
+    now = utcnow()
+    if order.status == OrderStatus.CREDITED or (order.status == OrderStatus.REFUNDED and order.credited_at):
+        _claw_back(session, order=order, delta_minor=delta, refunded_total_minor=refunded_total_minor)
+    order.refunded_minor = refunded_total_minor
+    if refunded_total_minor >= order.amount_minor:
+        order.status = OrderStatus.REFUNDED
+        order.refunded_at = now
+    session.flush()
+    return True
+
+
+def _claw_back(session: Session, *, order: TopupOrder, delta_minor: int, refunded_total_minor: int) -> None:
+    line = session.get(Line, order.line_id)
+    assert line is not None
+    clearing = operator_account(
+        session, kind=AccountKind.PAYMENT_CLEARING, currency=order.currency, qualifier=order.payment_provider
+    )
+    legs = [Leg(clearing, delta_minor)]
+    if order.bundle_id:
+        revenue = operator_account(
+            session, kind=AccountKind.REVENUE, currency=order.currency, qualifier="bundles"
+        )
+        legs.append(Leg(revenue, -delta_minor))
+        if refunded_total_minor >= order.amount_minor:
+            session.execute(
+                update(LineAllowance)
+                .where(LineAllowance.source == f"topup:{order.id}:credit")
+                .values(revoked_at=utcnow())
+            )
+        shortfall = 0
+    else:
+        available = _locked_balance(session, line.main_account_id)
+        clawback = min(delta_minor, available)
+        shortfall = delta_minor - clawback
+        if clawback:
+            legs.append(Leg(line.main_account_id, -clawback))
+        if shortfall:
+            loss = operator_account(session, kind=AccountKind.REFUND_LOSS, currency=order.currency)
+            legs.append(Leg(loss, -shortfall))
+    if order.bonus_minor and order.refunded_minor == 0:
+        # The bonus was earned by the top-up; it goes back with the first refund, as far as unspent.
+        bonus_back = min(order.bonus_minor, _locked_balance(session, line.bonus_account_id))
+        if bonus_back:
+            expense = operator_account(session, kind=AccountKind.PROMOTION_EXPENSE, currency=order.currency)
+            legs += [Leg(line.bonus_account_id, -bonus_back), Leg(expense, bonus_back)]
+    post_transfer(
+        session,
+        transfer_id=f"topup:{order.id}:refund:{refunded_total_minor}",
+        kind="refund",
+        currency=order.currency,
+        legs=legs,
+        description=f"Refund of {order.receipt_number}",
+        details={"order": order.public_id},
+    )
+    order.refund_shortfall_minor += shortfall
+
+
+def _locked_balance(session: Session, account_id: int) -> int:
+    """A guarded balance, locked until commit so the clawback cannot race a spend."""
+    balance = session.scalar(
+        select(LedgerAccount.balance_minor).where(LedgerAccount.id == account_id).with_for_update()
+    )
+    return int(balance or 0)
+
+
+# --- receipts ----------------------------------------------------------------------------
+
+
+def receipt_context(session: Session, order: TopupOrder, settings: Settings) -> dict[str, Any]:
+    """Everything a receipt shows, for the page, the download and the email."""
+    bundle = session.get(Bundle, order.bundle_id) if order.bundle_id else None
+    return {
+        "order": order,
+        "bundle": bundle,
+        "operator_name": settings.operator_name,
+        "masked_msisdn": mask_msisdn(order.msisdn),
+        "link": f"{settings.base_url}/topup/orders/{order.public_id}/receipt",
+    }
+
+
+def _send_receipt(session: Session, *, order: TopupOrder, bundle: Bundle | None, settings: Settings) -> None:
+    context = receipt_context(session, order, settings)
+    recipient = order.receipt_email
+    customer_id = order.customer_id
+    if not recipient and order.customer_id:
+        customer = session.get(Customer, order.customer_id)
+        recipient = customer.email if customer else ""
+    if recipient:
+        enqueue(
+            session,
+            channel="email",
+            recipient=recipient,
+            template="receipt",
+            language=order.language,
+            context=context,
+            customer_id=customer_id,
+            dedup_key=f"receipt:email:{order.id}",
+        )
+    enqueue(
+        session,
+        channel="sms",
+        recipient=order.msisdn,
+        template="topup_sms",
+        language=order.language,
+        context=context,
+        customer_id=customer_id,
+        dedup_key=f"receipt:sms:{order.id}",
+    )
+
+
+def resend_receipt(session: Session, *, order: TopupOrder, settings: Settings, recipient: str) -> None:
+    if order.status not in (OrderStatus.CREDITED, OrderStatus.REFUNDED):
+        raise Conflict("Only a credited top-up has a receipt.")
+    enqueue(
+        session,
+        channel="email",
+        recipient=recipient,
+        template="receipt",
+        language=order.language,
+        context=receipt_context(session, order, settings),
+        customer_id=order.customer_id,
+    )
