@@ -21,7 +21,15 @@ def plan(session: Session, *, code: str = "TEST-GBP", currency: str = "GBP") -> 
     existing = session.query(Plan).filter_by(code=code).one_or_none()
     if existing:
         return existing
-    created = Plan(code=code, name="Test plan", name_zh="测试套餐", currency=currency, created_at=utcnow())
+    created = Plan(
+        code=code,
+        name="Test plan",
+        name_zh="测试套餐",
+        currency=currency,
+        validity_tiers=[[500, 30], [1000, 60], [2000, 120]],
+        validity_days_max=180,
+        created_at=utcnow(),
+    )
     session.add(created)
     session.flush()
     return created

@@ -304,9 +304,9 @@ def _transition(
         update(TopupOrder)
         .where(TopupOrder.id == order_id, TopupOrder.status.in_(allowed_from))
         .values(**values)
-        .execution_options(synchronize_session=False)
+        # Objects already loaded in the session see the new values too.
+        .execution_options(synchronize_session="fetch")
     )
-    session.expire_all()
     return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
 
 
