@@ -15,7 +15,11 @@ from airtime.topups.models import OrderStatus, TopupOrder
 
 
 def refresh_from_provider(
-    factory: sessionmaker[Session], *, public_id: str, providers: dict[str, PaymentProvider], settings: Settings
+    factory: sessionmaker[Session],
+    *,
+    public_id: str,
+    providers: dict[str, PaymentProvider],
+    settings: Settings,
 ) -> TopupOrder:
     """Bring a waiting order up to date with its provider, credit it if paid, return it."""
     with unit_of_work(factory) as session:

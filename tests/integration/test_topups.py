@@ -132,7 +132,7 @@ def test_declined_payment_fails_with_a_reason_and_moves_nothing(
     with uow() as session:
         order = topup_helpers.order(session, settings, line_id=line_id)
     decide(session_factory, uow, sandbox, settings, order, "decline")
-    order, line, main, bonus = state(uow, order.id)
+    order, _, main, bonus = state(uow, order.id)
     assert order.status == OrderStatus.FAILED and order.failure_code == "payment_declined" and order.failed_at
     assert "declined" in topups.FAILURE_MESSAGES[order.failure_code]
     assert (main, bonus, order.receipt_number) == (0, 0, None)
