@@ -14,6 +14,7 @@ from sqlalchemy import text
 from airtime import __version__
 from airtime.api import problems
 from airtime.api.v1.routes import router as api_v1_router
+from airtime.api.v1.topups import router as api_v1_topups_router
 from airtime.config import Settings, get_settings
 from airtime.db.session import engine_from_settings, make_session_factory, unit_of_work
 from airtime.errors import AppError
@@ -25,6 +26,7 @@ from airtime.payments.endpoints import router as webhooks_router
 from airtime.payments.registry import providers_from_settings as payment_providers_from_settings
 from airtime.web.context import render, visitor
 from airtime.web.pages import router as pages_router
+from airtime.web.topup_pages import router as topup_pages_router
 
 STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
 
@@ -74,8 +76,10 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     app.middleware("http")(metrics_middleware)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api_v1_router)
+    app.include_router(api_v1_topups_router)
     app.include_router(webhooks_router)
     app.include_router(pages_router)
+    app.include_router(topup_pages_router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> Response:

@@ -31,7 +31,15 @@ from airtime.ledger.service import Leg, balance_of, operator_account, post_trans
 from airtime.money import format_money, parse_money
 from airtime.notifications.service import enqueue
 from airtime.payments.base import PaymentOutcome, PaymentProvider, PaymentRequest, PaymentState
-from airtime.topups.models import AmountRule, Bundle, Channel, LineAllowance, OrderStatus, TopupOrder
+from airtime.topups.models import (
+    AmountRule,
+    Bundle,
+    Channel,
+    LineAllowance,
+    OrderStatus,
+    Promotion,
+    TopupOrder,
+)
 from airtime.topups.promotions import best_bonus
 from airtime.topups.validity import validity_after_activity, validity_after_topup
 
@@ -110,6 +118,54 @@ def find_topupable_line(session: Session, *, msisdn: str, settings: Settings) ->
             "%(msisdn)s is no longer in service and cannot be topped up.", msisdn=normalized, field="msisdn"
         )
     return line
+
+
+def quote_currency(session: Session, line: Line) -> str:
+    """A line is topped up in its plan's currency."""
+    plan = session.get(Plan, line.plan_id)
+    assert plan is not None
+    return plan.currency
+
+
+def current_promotions(session: Session, currency: str) -> list[Promotion]:
+    """Promotions running now, to show before payment."""
+    now = utcnow()
+    return list(
+        session.scalars(
+            select(Promotion)
+            .where(
+                Promotion.active.is_(True),
+                Promotion.currency == currency,
+                Promotion.starts_at <= now,
+                Promotion.ends_at > now,
+            )
+            .order_by(Promotion.id)
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    name: str
+    at: datetime | None
+    done: bool
+
+
+def stages(order: TopupOrder) -> list[Stage]:
+    """The stages a person sees on the status page, each with its time once reached."""
+    path = [
+        Stage("created", order.created_at, True),
+        Stage("awaiting_payment", order.awaiting_payment_at, order.awaiting_payment_at is not None),
+        Stage("paid", order.paid_at, order.paid_at is not None),
+        Stage("credited", order.credited_at, order.credited_at is not None),
+    ]
+    if order.status == OrderStatus.FAILED:
+        path.append(Stage("failed", order.failed_at, True))
+    if order.status == OrderStatus.CANCELLED:
+        path.append(Stage("cancelled", order.cancelled_at, True))
+    if order.refunded_at is not None:
+        path.append(Stage("refunded", order.refunded_at, True))
+    return path
 
 
 def get_order(session: Session, public_id: str) -> TopupOrder:

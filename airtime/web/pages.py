@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from airtime.db.session import unit_of_work
 from airtime.errors import AppError, NotFound
 from airtime.i18n import LANGUAGES, require_language
 from airtime.notifications.service import recent
+from airtime.topups import service as topups
 from airtime.web.context import (
     LANGUAGE_COOKIE,
     SESSION_COOKIE,
@@ -300,7 +302,17 @@ def line_detail(
             request,
             who,
             "line.html",
-            {"line": line, "history": history, "today": today(), "page_size": 25},
+            {
+                "line": line,
+                "history": history,
+                "today": today(),
+                "page_size": 25,
+                "allowances": topups.line_allowances(session, line_id=line.id),
+                "orders": topups.line_orders(session, line_id=line.id, limit=10),
+                "bundles": topups.active_bundles(session, line.currency),
+                "bundle_key": secrets.token_urlsafe(16),
+                "bundle_bought": bool(request.query_params.get("bundle")),
+            },
         )
 
 

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Query, Request, Response, status
 
 from airtime.accounts import service as accounts
 from airtime.accounts.models import AuthSession, Customer
 from airtime.accounts.service import LineView
+from airtime.api.v1.deps import Db, Me, money_out, settings_of
 from airtime.api.v1.schemas import (
     CustomerOut,
     CustomerPatch,
     HistoryItemOut,
     HistoryPage,
     LineOut,
-    MoneyOut,
     PasswordChangeIn,
     PasswordResetIn,
     PasswordResetRequestIn,
@@ -28,57 +24,9 @@ from airtime.api.v1.schemas import (
     TokenIn,
     TokenOut,
 )
-from airtime.config import Settings
-from airtime.db.session import unit_of_work
-from airtime.errors import AuthenticationFailed
-from airtime.money import format_money
 from airtime.security import token_hash
 
 router = APIRouter(prefix="/api/v1")
-bearer = HTTPBearer(auto_error=False, description="A token from POST /api/v1/tokens")
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def db(request: Request) -> Iterator[Session]:
-    """One unit of work for the request; it commits before the response is built."""
-    with unit_of_work(request.app.state.session_factory) as session:
-        yield session
-
-
-# scope="function": commit (or roll back) before the response leaves, so a client never
-# sees success for work that then failed to commit.
-Db = Annotated[Session, Depends(db, scope="function")]
-
-
-@dataclass
-class Caller:
-    customer: Customer
-    auth: AuthSession
-
-
-def caller(
-    session: Db, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> Caller:
-    if credentials is None:
-        raise AuthenticationFailed("Send a bearer token: POST /api/v1/tokens gives one.")
-    auth = accounts.resolve_session(session, token=credentials.credentials, kind="api")
-    customer = session.get(Customer, auth.customer_id) if auth and auth.customer_id else None
-    if auth is None or customer is None:
-        raise AuthenticationFailed("The token is not valid or has expired.")
-    return Caller(customer=customer, auth=auth)
-
-
-Me = Annotated[Caller, Depends(caller)]
-
-
-def _money(amount_minor: int, currency: str) -> MoneyOut:
-    return MoneyOut(
-        amount_minor=amount_minor, currency=currency, formatted=format_money(amount_minor, currency)
-    )
 
 
 def _line_out(line: LineView) -> LineOut:
@@ -90,8 +38,8 @@ def _line_out(line: LineView) -> LineOut:
         state=line.state,
         validity_date=line.validity_date,
         plan_code=line.plan_code,
-        balance=_money(line.balance_minor, line.currency),
-        bonus=_money(line.bonus_minor, line.currency),
+        balance=money_out(line.balance_minor, line.currency),
+        bonus=money_out(line.bonus_minor, line.currency),
     )
 
 
@@ -107,7 +55,11 @@ def _customer_out(customer: Customer) -> CustomerOut:
 def register(body: RegisterIn, request: Request, session: Db) -> CustomerOut:
     """Create a customer account."""
     customer = accounts.register_customer(
-        session, email=body.email, password=body.password, language=body.language, settings=_settings(request)
+        session,
+        email=body.email,
+        password=body.password,
+        language=body.language,
+        settings=settings_of(request),
     )
     return _customer_out(customer)
 
@@ -115,7 +67,7 @@ def register(body: RegisterIn, request: Request, session: Db) -> CustomerOut:
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenOut, tags=["auth"])
 def create_token(body: TokenIn, request: Request, session: Db) -> TokenOut:
     """Exchange email and password for a bearer token (failures are rate limited)."""
-    settings = _settings(request)
+    settings = settings_of(request)
     ip_address = request.client.host if request.client else ""
     customer = accounts.authenticate(
         session, email=body.email, password=body.password, ip_address=ip_address, settings=settings
@@ -169,14 +121,14 @@ def change_password(body: PasswordChangeIn, me: Me, session: Db) -> Response:
 @router.post("/password-resets", status_code=status.HTTP_202_ACCEPTED, tags=["auth"])
 def request_password_reset(body: PasswordResetRequestIn, request: Request, session: Db) -> dict[str, str]:
     """Email a reset link if the account exists; the answer is the same either way."""
-    accounts.request_password_reset(session, email=body.email, settings=_settings(request))
+    accounts.request_password_reset(session, email=body.email, settings=settings_of(request))
     return {"status": "accepted"}
 
 
 @router.post("/password-resets/{token}", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"])
 def reset_password(token: str, body: PasswordResetIn, request: Request, session: Db) -> Response:
     """Use a reset link's token once to set a new password."""
-    accounts.reset_password(session, token=token, new_password=body.password, settings=_settings(request))
+    accounts.reset_password(session, token=token, new_password=body.password, settings=settings_of(request))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -209,7 +161,7 @@ def line_history(
                 kind=item.kind,
                 description=item.description,
                 balance=item.balance,
-                amount=_money(item.amount_minor, item.currency),
+                amount=money_out(item.amount_minor, item.currency),
             )
             for item in items
         ],
