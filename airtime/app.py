@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
 
 from airtime import __version__
 from airtime.api import problems
@@ -18,17 +19,33 @@ from airtime.api.v1.topups import router as api_v1_topups_router
 from airtime.config import Settings, get_settings
 from airtime.db.session import engine_from_settings, make_session_factory, unit_of_work
 from airtime.errors import AppError
+from airtime.jobs import Job, Scheduler
 from airtime.logging import configure_logging
 from airtime.metrics import metrics_middleware, metrics_response
 from airtime.notifications.providers import providers_from_settings
 from airtime.notifications.sender import SenderThread
+from airtime.payments.base import PaymentProvider
 from airtime.payments.endpoints import router as webhooks_router
 from airtime.payments.registry import providers_from_settings as payment_providers_from_settings
+from airtime.topups.tasks import reconcile
 from airtime.web.context import render, visitor
 from airtime.web.pages import router as pages_router
 from airtime.web.topup_pages import router as topup_pages_router
 
 STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
+
+
+def background_jobs(
+    settings: Settings, session_factory: sessionmaker[Session], payment_providers: dict[str, PaymentProvider]
+) -> list[Job]:
+    """What the server runs on a schedule (each job once at a time across all processes)."""
+    return [
+        Job(
+            name="reconcile-topups",
+            interval_seconds=settings.reconcile_interval_seconds,
+            run=lambda: reconcile(session_factory, providers=payment_providers, settings=settings),
+        ),
+    ]
 
 
 def create_app(settings: Settings | None = None, *, run_background_jobs: bool = True) -> FastAPI:
@@ -40,7 +57,7 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sender = None
+        sender = scheduler = None
         if run_background_jobs:
             sender = SenderThread(
                 session_factory,
@@ -48,7 +65,13 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
                 attempts_max=settings.notification_send_attempts_max,
             )
             sender.start()
+            scheduler = Scheduler(
+                engine, background_jobs(settings, session_factory, app.state.payment_providers)
+            )
+            scheduler.start()
         yield
+        if scheduler is not None:
+            scheduler.stop()
         if sender is not None:
             sender.stop()
         engine.dispose()

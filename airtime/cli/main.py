@@ -134,6 +134,31 @@ def send_notifications(
     console.print(f"Sent {sent} message(s).")
 
 
+@app.command()
+def reconcile() -> None:
+    """Repair top-ups paid but not credited, ask providers about waiting ones, expire stuck ones."""
+    from airtime.payments.registry import providers_from_settings as payment_providers
+    from airtime.topups.tasks import reconcile as run_reconcile
+
+    settings = get_settings()
+    engine = engine_from_settings(settings)
+    try:
+        with console.status("Reconciling top-ups with the payment providers..."):
+            report = run_reconcile(
+                make_session_factory(engine), providers=payment_providers(settings), settings=settings
+            )
+    finally:
+        engine.dispose()
+    console.print(
+        f"Credited {report.credited} (of which {report.found_paid} found paid at the provider), "
+        f"failed {report.failed}, expired {report.expired}, still pending {report.still_pending}."
+    )
+    for error in report.errors:
+        errors.print(error, highlight=False)
+    if report.errors:
+        raise typer.Exit(code=1)
+
+
 @app.command("check-ledger")
 def check_ledger() -> None:
     """Verify the ledger: balanced transfers, kept balances equal to entries, floors held."""

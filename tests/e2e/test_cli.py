@@ -54,3 +54,19 @@ def test_bad_input_is_one_readable_line_and_changes_nothing(cli_env, session_fac
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert fingerprint(session_factory) == before
+
+
+def test_reconcile_command_credits_a_paid_order(cli_env, session_factory, settings):
+    from airtime.db.session import unit_of_work
+    from airtime.topups.models import OrderStatus, TopupOrder
+    from tests import topup_helpers
+
+    with unit_of_work(session_factory) as session:
+        line = topup_helpers.line_with_catalogue(session, settings)
+        order = topup_helpers.order(session, settings, line_id=line.id)
+        session.get(TopupOrder, order.id).status = OrderStatus.PAID
+    result = runner.invoke(app, ["reconcile"])
+    assert result.exit_code == 0, result.output
+    assert "Credited 1" in result.output
+    with unit_of_work(session_factory) as session:
+        assert session.get(TopupOrder, order.id).status == OrderStatus.CREDITED
