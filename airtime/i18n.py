@@ -92,5 +92,10 @@ def translations(language: str) -> NullTranslations:
     return Translations(buffer)
 
 
+def N_(message: str) -> str:
+    """Mark text for the catalogue where it is defined; it is translated where it is shown."""
+    return message
+
+
 def gettext(language: str, message: str) -> str:
     return translations(language).gettext(message)

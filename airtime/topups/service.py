@@ -26,6 +26,7 @@ from airtime.clock import today, utcnow
 from airtime.config import Settings
 from airtime.db.dialect import insert_ignoring_conflicts
 from airtime.errors import AppError, Conflict, IdempotencyConflict, NotFound, ValidationFailed
+from airtime.i18n import N_
 from airtime.ledger.models import AccountKind, LedgerAccount
 from airtime.ledger.service import Leg, balance_of, operator_account, post_transfer
 from airtime.money import format_money, parse_money
@@ -48,11 +49,11 @@ IDEMPOTENCY_KEY_LENGTH_MAX = 100
 
 # What a person is told when a top-up failed (codes are stored on the order).
 FAILURE_MESSAGES = {
-    "payment_declined": "The payment was declined. No money was taken; try another card or PayPal.",
-    "payment_expired": "The payment was not completed in time. No money was taken; start a new top-up.",
-    "payment_cancelled": "The payment was cancelled. No money was taken.",
-    "provider_error": "The payment provider could not be reached. No money was taken; try again.",
-    "amount_mismatch": "The amount paid did not match the order. Customer care will sort it out.",
+    "payment_declined": N_("The payment was declined. No money was taken; try another card or PayPal."),
+    "payment_expired": N_("The payment was not completed in time. No money was taken; start a new top-up."),
+    "payment_cancelled": N_("The payment was cancelled. No money was taken."),
+    "provider_error": N_("The payment provider could not be reached. No money was taken; try again."),
+    "amount_mismatch": N_("The amount paid did not match the order. Customer care will sort it out."),
 }
 
 

@@ -14,6 +14,7 @@ from airtime.accounts.phone import mask_msisdn
 from airtime.config import Settings
 from airtime.db.session import unit_of_work
 from airtime.errors import AppError, NotFound
+from airtime.i18n import gettext
 from airtime.notifications.service import render as render_message
 from airtime.payments.base import PaymentProvider
 from airtime.payments.registry import provider_named
@@ -249,7 +250,8 @@ def order_status(request: Request, public_id: str, returned: int = 0, cancelled:
             OrderStatus.AWAITING_PAYMENT,
             OrderStatus.PAID,
         )
-        context["failure_message"] = topups.FAILURE_MESSAGES.get(order.failure_code, "")
+        failure = topups.FAILURE_MESSAGES.get(order.failure_code)
+        context["failure_message"] = gettext(who.language, failure) if failure else ""
         return render(request, who, "topup_status.html", context)
 
 
