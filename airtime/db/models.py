@@ -16,3 +16,11 @@ from airtime.notifications.models import Notification  # noqa: F401
 metadata = Base.metadata
 from airtime.payments.models import PaymentEvent, SandboxPayment  # noqa: E402, F401
 from airtime.topups.models import AmountRule, Bundle, LineAllowance, Promotion, TopupOrder  # noqa: E402, F401
+from airtime.vouchers.models import (  # noqa: E402, F401
+    Outlet,
+    RedemptionAttempt,
+    RedemptionLock,
+    Voucher,
+    VoucherBatch,
+    VoucherEvent,
+)

@@ -45,6 +45,7 @@ from airtime.topups.promotions import best_bonus
 from airtime.topups.validity import validity_after_activity, validity_after_topup
 
 _orders = cast(Table, TopupOrder.__table__)
+VOUCHER_PROVIDER = "voucher"
 IDEMPOTENCY_KEY_LENGTH_MAX = 100
 
 # What a person is told when a top-up failed (codes are stored on the order).
@@ -442,7 +443,75 @@ def receipt_number(order_id: int, credited_at: datetime) -> str:
     return f"R{credited_at:%y%m%d}-{order_id:07d}"
 
 
-def credit(session: Session, *, order_id: int, settings: Settings) -> bool:
+def funding_account(session: Session, order: TopupOrder) -> int:
+    """Where a top-up's money comes from: the provider's clearing account, or for a voucher
+    the voucher liability (the operator owes the card's value until it is redeemed)."""
+    if order.payment_provider == VOUCHER_PROVIDER:
+        return operator_account(session, kind=AccountKind.VOUCHER_LIABILITY, currency=order.currency)
+    return operator_account(
+        session, kind=AccountKind.PAYMENT_CLEARING, currency=order.currency, qualifier=order.payment_provider
+    )
+
+
+def create_paid_order(
+    session: Session,
+    *,
+    line: Line,
+    amount_minor: int,
+    channel: str,
+    provider_name: str,
+    payment_reference: str,
+    idempotency_scope: str,
+    idempotency_key: str,
+    customer_id: int | None = None,
+    language: str = "en",
+) -> TopupOrder:
+    """An order already paid by other means (a voucher, an agent's float, care): it goes
+    straight to "paid" and then through the same crediting step as every other top-up."""
+    plan = session.get(Plan, line.plan_id)
+    assert plan is not None
+    bonus = best_bonus(
+        session,
+        line_id=line.id,
+        currency=plan.currency,
+        amount_minor=amount_minor,
+        channel=channel,
+        now=utcnow(),
+    )
+    now = utcnow()
+    order = TopupOrder(
+        public_id=secrets.token_urlsafe(16),
+        idempotency_scope=idempotency_scope,
+        idempotency_key=idempotency_key,
+        request_hash=_request_hash({"line": line.id, "amount": amount_minor, "reference": payment_reference}),
+        channel=channel,
+        line_id=line.id,
+        msisdn=line.msisdn,
+        customer_id=customer_id,
+        currency=plan.currency,
+        amount_minor=amount_minor,
+        bonus_minor=bonus.bonus_minor,
+        promotion_id=bonus.promotion.id if bonus.promotion else None,
+        payment_provider=provider_name,
+        payment_reference=payment_reference,
+        payment_method=provider_name,
+        status=OrderStatus.PAID,
+        failure_code="",
+        receipt_email="",
+        language=language,
+        refunded_minor=0,
+        refund_shortfall_minor=0,
+        created_at=now,
+        paid_at=now,
+    )
+    session.add(order)
+    session.flush()
+    return order
+
+
+def credit(
+    session: Session, *, order_id: int, settings: Settings, validity_days_override: int | None = None
+) -> bool:
     """The one crediting step every channel ends in: paid → credited, exactly once.
 
     In one transaction: the order moves to credited (conditional update, which also locks
@@ -470,10 +539,7 @@ def credit(session: Session, *, order_id: int, settings: Settings) -> bool:
     assert line is not None
     plan = session.get(Plan, line.plan_id)
     assert plan is not None
-    clearing = operator_account(
-        session, kind=AccountKind.PAYMENT_CLEARING, currency=order.currency, qualifier=order.payment_provider
-    )
-    legs = [Leg(clearing, -order.amount_minor)]
+    legs = [Leg(funding_account(session, order), -order.amount_minor)]
     bundle = session.get(Bundle, order.bundle_id) if order.bundle_id else None
     if bundle is not None:
         revenue = operator_account(
@@ -498,6 +564,11 @@ def credit(session: Session, *, order_id: int, settings: Settings) -> bool:
     if bundle is not None:
         grant_bundle(session, line=line, bundle=bundle, source=transfer_id)
         new_validity = validity_after_activity(plan, current=line.validity_date, today=today())
+    elif validity_days_override is not None:
+        start = max(line.validity_date, today()) if line.validity_date else today()
+        new_validity = min(
+            start + timedelta(days=validity_days_override), today() + timedelta(days=plan.validity_days_max)
+        )
     else:
         new_validity = validity_after_topup(
             plan, current=line.validity_date, today=today(), amount_minor=order.amount_minor
