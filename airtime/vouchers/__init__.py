@@ -1,0 +1,1 @@
+"""Recharge vouchers: batches of PINs, outlets that sell them, redemption."""
