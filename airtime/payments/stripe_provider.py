@@ -1,0 +1,332 @@
+"""Stripe: one hosted Checkout Session per order; outcomes by signed webhook or on request.
+
+No card data reaches us: the customer pays on Stripe's page (``session.url``) and comes
+back to the order page. Webhooks are verified with the Stripe SDK (HMAC-SHA256 over the
+``t=`` timestamp of the ``Stripe-Signature`` header and the raw body). That timestamp is
+the event's time for us, so an old delivery replayed with its valid signature is refused.
+
+The payment reference of an order is the Checkout Session id. A refund event is about a
+charge, which only knows its PaymentIntent; the session is found again by listing Checkout
+Sessions for that PaymentIntent (a documented filter), so every event of an order carries
+the same reference and the order is found the usual way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import stripe
+import structlog
+from sqlalchemy.orm import Session
+
+from airtime.config import Settings
+from airtime.errors import Conflict
+from airtime.payments.base import (
+    PaymentOutcome,
+    PaymentRequest,
+    PaymentStart,
+    PaymentState,
+    ProviderEvent,
+    ProviderUnavailable,
+    WebhookRefused,
+)
+
+if TYPE_CHECKING:
+    from stripe.params.checkout import SessionCreateParams
+
+log = structlog.get_logger(__name__)
+
+# Seconds to connect and to wait for an answer; Stripe answers in well under a second.
+STRIPE_TIMEOUT_SECONDS = (5.0, 30.0)
+# The SDK retries connection failures and 5xx answers itself, with the same idempotency key.
+STRIPE_NETWORK_RETRIES_MAX = 2
+DESCRIPTION_LENGTH_MAX = 200
+
+# Checkout Session events that say the payment went through or did not.
+PAID_EVENTS = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
+FAILED_EVENTS = {
+    "checkout.session.async_payment_failed": "payment_declined",
+    "checkout.session.expired": "payment_expired",
+}
+REFUND_EVENT = "charge.refunded"
+
+
+@contextmanager
+def _calling_stripe(action: str) -> Iterator[None]:
+    """Turn the SDK's errors into ours: the customer sees "try again", the log says why."""
+    try:
+        yield
+    except stripe.StripeError as error:
+        log.warning(
+            "stripe_call_failed",
+            action=action,
+            error=type(error).__name__,
+            code=error.code,
+            status=error.http_status,
+            message=str(error.user_message or error)[:300],
+        )
+        raise ProviderUnavailable("Stripe could not be reached; try again shortly.") from error
+
+
+def _expanded(value: Any) -> dict[str, Any] | None:
+    """An expanded object (a dict), or None when the field is only an id or empty."""
+    return value if isinstance(value, dict) else None
+
+
+def _object_id(value: Any) -> str:
+    """The id of a field that may be expanded (an object) or not (an id string)."""
+    if isinstance(value, dict):
+        return str(value.get("id") or "")
+    return str(value or "")
+
+
+def _session_method(checkout: Mapping[str, Any]) -> str:
+    """How the customer paid: the charge's payment method type when expanded, else a best guess."""
+    intent = _expanded(checkout.get("payment_intent"))
+    charge = _expanded(intent.get("latest_charge")) if intent else None
+    details = _expanded(charge.get("payment_method_details")) if charge else None
+    if details and details.get("type"):
+        return str(details["type"])
+    types = checkout.get("payment_method_types") or []
+    return str(types[0]) if len(types) == 1 else "stripe"
+
+
+def _session_refunded_minor(checkout: Mapping[str, Any]) -> int:
+    intent = _expanded(checkout.get("payment_intent"))
+    charge = _expanded(intent.get("latest_charge")) if intent else None
+    return int(charge.get("amount_refunded") or 0) if charge else 0
+
+
+def session_state(checkout: Mapping[str, Any]) -> PaymentState:
+    """What a Checkout Session (as a dict) says about the payment."""
+    amount_minor = int(checkout.get("amount_total") or 0)
+    currency = str(checkout.get("currency") or "").upper()
+    reference = str(checkout["id"])
+    if checkout.get("payment_status") == "paid":
+        refunded_minor = _session_refunded_minor(checkout)
+        # Refunded in full before we heard of the payment: nothing to credit. A partial refund
+        # keeps it a success; the refund event claws the refunded part back after crediting.
+        outcome = (
+            PaymentOutcome.REFUNDED
+            if amount_minor and refunded_minor >= amount_minor
+            else PaymentOutcome.SUCCEEDED
+        )
+        return PaymentState(
+            reference=reference,
+            outcome=outcome,
+            amount_minor=amount_minor,
+            currency=currency,
+            method=_session_method(checkout),
+            refunded_minor=refunded_minor,
+        )
+    if checkout.get("status") == "expired":
+        return PaymentState(
+            reference=reference,
+            outcome=PaymentOutcome.FAILED,
+            amount_minor=amount_minor,
+            currency=currency,
+            failure_code="payment_expired",
+        )
+    return PaymentState(
+        reference=reference, outcome=PaymentOutcome.PENDING, amount_minor=amount_minor, currency=currency
+    )
+
+
+def signature_time(header: str) -> datetime:
+    """The ``t=`` timestamp of a (verified) ``Stripe-Signature`` header, in UTC."""
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t" and value.isdigit():
+            return datetime.fromtimestamp(int(value), tz=UTC)
+    raise WebhookRefused("The Stripe-Signature header has no timestamp.")
+
+
+def _audit_payload(event: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """What we keep of an event: ids, amounts and states, not the customer's details."""
+    kept = ("id", "object", "status", "payment_status", "amount_total", "amount", "amount_refunded")
+    return {
+        "id": event.get("id"),
+        "type": event.get("type"),
+        "created": event.get("created"),
+        "livemode": event.get("livemode"),
+        "object": {key: data.get(key) for key in kept if key in data}
+        | {
+            "currency": data.get("currency"),
+            "payment_intent": _object_id(data.get("payment_intent")) or None,
+            "client_reference_id": data.get("client_reference_id"),
+        },
+    }
+
+
+@dataclass
+class StripeProvider:
+    client: stripe.StripeClient
+    webhook_secret: str
+    tolerance_seconds: int = 300
+    name: str = "stripe"
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, network_retries_max: int = STRIPE_NETWORK_RETRIES_MAX
+    ) -> StripeProvider:
+        client = stripe.StripeClient(
+            settings.stripe_secret_key,
+            base_addresses={"api": settings.stripe_api_base.rstrip("/") or stripe.DEFAULT_API_BASE},
+            max_network_retries=network_retries_max,
+            http_client=stripe.RequestsClient(timeout=STRIPE_TIMEOUT_SECONDS),
+        )
+        return cls(
+            client=client,
+            webhook_secret=settings.stripe_webhook_secret,
+            tolerance_seconds=settings.webhook_tolerance_seconds,
+        )
+
+    def start_payment(self, session: Session, request: PaymentRequest) -> PaymentStart:
+        params: SessionCreateParams = {
+            "mode": "payment",
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": request.currency.lower(),
+                        "unit_amount": request.amount_minor,
+                        "product_data": {"name": request.description[:DESCRIPTION_LENGTH_MAX]},
+                    },
+                }
+            ],
+            "success_url": request.return_url,
+            "cancel_url": request.cancel_url,
+            "client_reference_id": request.order_public_id,
+            "metadata": {"order": request.order_public_id},
+            # Charge exactly the order's amount and currency: with Adaptive Pricing the amounts on
+            # the session and its charge (refunds too) would be in the customer's currency.
+            "adaptive_pricing": {"enabled": False},
+            # Shown on the payment in Stripe's dashboard, so staff can find the order from it.
+            "payment_intent_data": {
+                "metadata": {"order": request.order_public_id},
+                "description": request.description[:DESCRIPTION_LENGTH_MAX],
+            },
+        }
+        if request.customer_email:
+            params["customer_email"] = request.customer_email
+        with _calling_stripe("start payment"):
+            checkout = self.client.v1.checkout.sessions.create(
+                params=params, options={"idempotency_key": request.idempotency_key or None}
+            )
+        if not checkout.url:
+            raise ProviderUnavailable("Stripe did not return a payment page; try again shortly.")
+        return PaymentStart(reference=checkout.id, redirect_url=checkout.url)
+
+    def _retrieve(self, reference: str) -> dict[str, Any]:
+        with _calling_stripe("retrieve session"):
+            checkout = self.client.v1.checkout.sessions.retrieve(
+                reference, params={"expand": ["payment_intent.latest_charge"]}
+            )
+        return checkout.to_dict()
+
+    def fetch_payment(self, session: Session, reference: str) -> PaymentState:
+        return session_state(self._retrieve(reference))
+
+    def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent | None:
+        header = headers.get("stripe-signature", "")
+        try:
+            event = self.client.construct_event(
+                body, header, self.webhook_secret, tolerance=self.tolerance_seconds
+            ).to_dict()
+        except stripe.SignatureVerificationError as error:
+            reason = str(error.user_message or error)
+            log.warning("stripe_webhook_refused", reason=reason[:300])
+            if "tolerance" in reason:  # a valid signature, made too long ago: a replay
+                raise WebhookRefused(
+                    "Stripe event signed more than %(seconds)s seconds ago.", seconds=self.tolerance_seconds
+                ) from error
+            raise WebhookRefused("Stripe webhook signature not accepted.") from error
+        except ValueError as error:  # not JSON, or not an event
+            raise WebhookRefused("The body is not a Stripe event.") from error
+        event_type = str(event.get("type") or "")
+        envelope = _expanded(event.get("data")) or {}
+        data = _expanded(envelope.get("object"))
+        if data is None or not event.get("id"):
+            raise WebhookRefused("The body is not a Stripe event.")
+
+        def provider_event(state: PaymentState) -> ProviderEvent:
+            return ProviderEvent(
+                event_id=str(event["id"]),
+                event_type=event_type,
+                reference=state.reference,
+                outcome=state.outcome,
+                occurred_at=signature_time(header),
+                amount_minor=state.amount_minor,
+                currency=state.currency,
+                method=state.method,
+                failure_code=state.failure_code,
+                refunded_minor=state.refunded_minor,
+                payload=_audit_payload(event, data),
+            )
+
+        if event_type in PAID_EVENTS:
+            state = session_state(data)
+            # "completed" with payment_status "unpaid" is a delayed method (bank debit):
+            # the outcome follows as async_payment_succeeded or async_payment_failed.
+            return provider_event(state) if state.outcome == PaymentOutcome.SUCCEEDED else None
+        if event_type in FAILED_EVENTS:
+            return provider_event(
+                PaymentState(
+                    reference=str(data["id"]),
+                    outcome=PaymentOutcome.FAILED,
+                    amount_minor=int(data.get("amount_total") or 0),
+                    currency=str(data.get("currency") or "").upper(),
+                    failure_code=FAILED_EVENTS[event_type],
+                )
+            )
+        if event_type == REFUND_EVENT:
+            reference = self._session_of_payment_intent(_object_id(data.get("payment_intent")))
+            if reference is None:
+                log.info("stripe_refund_not_from_checkout", charge=data.get("id"))
+                return None
+            return provider_event(
+                PaymentState(
+                    reference=reference,
+                    outcome=PaymentOutcome.REFUNDED,
+                    amount_minor=int(data.get("amount") or 0),
+                    currency=str(data.get("currency") or "").upper(),
+                    # Stripe's running total for the charge, so a repeated or late event moves nothing.
+                    refunded_minor=int(data.get("amount_refunded") or 0),
+                )
+            )
+        return None
+
+    def _session_of_payment_intent(self, payment_intent_id: str) -> str | None:
+        """The Checkout Session (our payment reference) that created a PaymentIntent."""
+        if not payment_intent_id:
+            return None
+        with _calling_stripe("retrieve session"):
+            found = self.client.v1.checkout.sessions.list(
+                params={"payment_intent": payment_intent_id, "limit": 1}
+            )
+        return found.data[0].id if found.data else None
+
+    def refund(self, session: Session, reference: str, amount_minor: int, idempotency_key: str) -> None:
+        """Refund ``amount_minor`` of the payment now (Stripe adds it to earlier refunds)."""
+        payment_intent_id = _object_id(self._retrieve(reference).get("payment_intent"))
+        if not payment_intent_id:
+            raise Conflict("This Stripe payment was never completed, so there is nothing to refund.")
+        with _calling_stripe("refund"):
+            try:
+                self.client.v1.refunds.create(
+                    params={
+                        "payment_intent": payment_intent_id,
+                        "amount": amount_minor,
+                        "metadata": {"checkout_session": reference},
+                    },
+                    options={"idempotency_key": idempotency_key or None},
+                )
+            except stripe.InvalidRequestError as error:
+                # A refusal a person can act on (already refunded, more than was paid).
+                raise Conflict(
+                    "Stripe refused the refund: %(reason)s", reason=str(error.user_message or error)[:300]
+                ) from error
