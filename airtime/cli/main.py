@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from airtime.cli.vouchers import outlets_app, vouchers_app
 from airtime.config import Settings, get_settings
 from airtime.db.migrate import upgrade
 from airtime.db.session import engine_from_settings, make_session_factory, unit_of_work
@@ -19,6 +20,8 @@ app = typer.Typer(
     help="Airtime: top-ups and number keeping for a prepaid mobile operator.", no_args_is_help=True
 )
 console = Console(soft_wrap=True)
+app.add_typer(vouchers_app, name="vouchers")
+app.add_typer(outlets_app, name="outlets")
 errors = Console(stderr=True, soft_wrap=True)
 
 

@@ -613,8 +613,10 @@ def buy_bundle_from_balance(
     assert plan is not None
     if bundle is None or bundle.currency != plan.currency:
         raise ValidationFailed("That bundle is not available for this number.", field="bundle")
-    if line.state in (LineState.SUSPENDED, LineState.TERMINATED):
-        raise LineNotTopupable("Top up the line first: it is barred.")
+    if line.state == LineState.TERMINATED:
+        raise LineNotTopupable("%(msisdn)s is no longer in service.", msisdn=line.msisdn)
+    if line.state == LineState.SUSPENDED:
+        raise LineNotTopupable("The line is suspended: top it up first, then buy the bundle.")
     if not idempotency_key or len(idempotency_key) > IDEMPOTENCY_KEY_LENGTH_MAX:
         raise ValidationFailed("An idempotency key is required.")
     transfer_id = f"bundle:{line.id}:{idempotency_key}"

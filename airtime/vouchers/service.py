@@ -30,6 +30,7 @@ from airtime.config import Settings
 from airtime.db.dialect import is_postgresql
 from airtime.db.session import unit_of_work
 from airtime.errors import AppError, Conflict, NotFound, ValidationFailed
+from airtime.i18n import N_
 from airtime.ledger.models import AccountKind
 from airtime.ledger.service import Leg, open_account, operator_account, post_transfer
 from airtime.money import format_money, validate_currency
@@ -143,6 +144,32 @@ def _event(session: Session, **values: Any) -> None:
     session.add(VoucherEvent(at=utcnow(), **values))
 
 
+def check_batch_request(
+    *,
+    currency: str,
+    face_value_minor: int,
+    quantity: int,
+    expires_on: date,
+    validity_days: int | None,
+    export_path: Path,
+) -> str:
+    """Refuse a batch that cannot be made, before any work starts; returns the currency code."""
+    currency = validate_currency(currency)
+    if not 1 <= quantity <= BATCH_QUANTITY_MAX:
+        raise ValidationFailed(
+            "A batch holds 1 to %(max)s vouchers.", max=BATCH_QUANTITY_MAX, field="quantity"
+        )
+    if face_value_minor <= 0:
+        raise ValidationFailed("The face value must be positive.", field="face_value")
+    if expires_on <= today():
+        raise ValidationFailed("The expiry date must be in the future.", field="expires_on")
+    if validity_days is not None and not 1 <= validity_days <= 3650:
+        raise ValidationFailed("Validity days must be between 1 and 3650.", field="validity_days")
+    if export_path.exists():
+        raise Conflict("%(path)s already exists; PINs are never written twice.", path=str(export_path))
+    return currency
+
+
 def generate_batch(
     factory: sessionmaker[Session],
     *,
@@ -161,19 +188,14 @@ def generate_batch(
     """Make ``quantity`` vouchers in chunks (memory stays flat) and write the one export file
     that ever shows their PINs (CSV for the printer; a printable HTML sheet beside it for
     small batches). Each chunk is its own transaction."""
-    currency = validate_currency(currency)
-    if not 1 <= quantity <= BATCH_QUANTITY_MAX:
-        raise ValidationFailed(
-            "A batch holds 1 to %(max)s vouchers.", max=BATCH_QUANTITY_MAX, field="quantity"
-        )
-    if face_value_minor <= 0:
-        raise ValidationFailed("The face value must be positive.", field="face_value")
-    if expires_on <= today():
-        raise ValidationFailed("The expiry date must be in the future.", field="expires_on")
-    if validity_days is not None and not 1 <= validity_days <= 3650:
-        raise ValidationFailed("Validity days must be between 1 and 3650.", field="validity_days")
-    if export_path.exists():
-        raise Conflict("%(path)s already exists; PINs are never written twice.", path=str(export_path))
+    currency = check_batch_request(
+        currency=currency,
+        face_value_minor=face_value_minor,
+        quantity=quantity,
+        expires_on=expires_on,
+        validity_days=validity_days,
+        export_path=export_path,
+    )
     with unit_of_work(factory) as session:
         outlet = outlet_by_code(session, outlet_code) if outlet_code else None
         if outlet is not None and outlet.currency != currency:
@@ -691,8 +713,8 @@ def _refuse(session: Session, *, keys: list[str], reason: str, channel: str, set
     _record_failure(session, keys=keys, reason=reason, channel=channel, settings=settings)
     locked_until = lock_status(session, keys)
     messages = {
-        "invalid": "This PIN is not valid. Check the digits and try again.",
-        "expired": "This voucher has expired.",
+        "invalid": N_("This PIN is not valid. Check the digits and try again."),
+        "expired": N_("This voucher has expired."),
     }
     if locked_until is not None:
         raise RedemptionLocked(

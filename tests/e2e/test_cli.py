@@ -70,3 +70,106 @@ def test_reconcile_command_credits_a_paid_order(cli_env, session_factory, settin
     assert "Credited 1" in result.output
     with unit_of_work(session_factory) as session:
         assert session.get(TopupOrder, order.id).status == OrderStatus.CREDITED
+
+
+def test_vouchers_generate_release_show_and_expire(cli_env, session_factory, tmp_path):
+    out = tmp_path / "pins.csv"
+    assert runner.invoke(app, ["outlets", "create", "SHOP-9", "Corner", "--currency", "GBP"]).exit_code == 0
+    assert runner.invoke(app, ["outlets", "fund", "SHOP-9", "100.00", "--reference", "dep-1"]).exit_code == 0
+    generated = runner.invoke(
+        app,
+        [
+            "vouchers",
+            "generate",
+            "--value",
+            "10.00",
+            "--currency",
+            "GBP",
+            "--quantity",
+            "30",
+            "--expires",
+            "2099-01-01",
+            "--outlet",
+            "SHOP-9",
+            "--out",
+            str(out),
+        ],
+    )
+    assert generated.exit_code == 0, generated.output
+    assert "30/30" in generated.output  # the progress bar finished
+    serial = out.read_text().splitlines()[1].split(",")[0]
+    released = runner.invoke(app, ["vouchers", "release", serial])
+    assert released.exit_code == 0 and "Released 1" in released.output
+    shown = runner.invoke(app, ["vouchers", "show", serial])
+    assert "active" in shown.output and "activated" in shown.output
+    assert runner.invoke(app, ["vouchers", "expire"]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            [
+                "vouchers",
+                "generate",
+                "--value",
+                "ten",
+                "--currency",
+                "GBP",
+                "--quantity",
+                "3",
+                "--expires",
+                "2099-01-01",
+                "--out",
+                "x.csv",
+            ],
+            "Not an amount",
+        ),
+        (
+            [
+                "vouchers",
+                "generate",
+                "--value",
+                "10",
+                "--currency",
+                "GBP",
+                "--quantity",
+                "3",
+                "--expires",
+                "yesterday",
+                "--out",
+                "x.csv",
+            ],
+            "is not a date",
+        ),
+        (
+            [
+                "vouchers",
+                "generate",
+                "--value",
+                "10",
+                "--currency",
+                "GBP",
+                "--quantity",
+                "3",
+                "--expires",
+                "2001-01-01",
+                "--out",
+                "x.csv",
+            ],
+            "must be in the future",
+        ),
+        (["vouchers", "release", "abc"], "is not a serial"),
+        (["vouchers", "block", "10000001", "--reason", ""], "reason"),
+        (["outlets", "fund", "NOPE", "1.00", "--reference", "r"], "No outlet"),
+    ],
+)
+def test_voucher_commands_refuse_bad_input_in_one_line(
+    cli_env, session_factory, arguments, message, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    before = fingerprint(session_factory)
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert fingerprint(session_factory) == before
