@@ -31,6 +31,7 @@ from airtime.topups.tasks import reconcile
 from airtime.web.context import render, visitor
 from airtime.web.pages import router as pages_router
 from airtime.web.topup_pages import router as topup_pages_router
+from airtime.web.voucher_pages import router as voucher_pages_router
 
 STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
 
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     app.include_router(webhooks_router)
     app.include_router(pages_router)
     app.include_router(topup_pages_router)
+    app.include_router(voucher_pages_router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> Response:

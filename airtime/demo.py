@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from airtime.accounts import service as accounts
 from airtime.accounts.models import Customer, LineState, Plan, ValidityRule
 from airtime.accounts.phone import luhn_complete
 from airtime.clock import today, utcnow
 from airtime.config import Settings
+from airtime.db.session import unit_of_work
 from airtime.ledger.models import AccountKind
 from airtime.ledger.service import Leg, operator_account, post_transfer
 from airtime.topups.models import AmountRule, Bundle, Promotion, PromotionKind
 
 DEMO_PASSWORD = "demo-password"  # noqa: S105 - printed for the demo on purpose
+DEMO_OUTLET_STAFF = "shop@example.com"
+DEMO_VOUCHER_COUNT = 5
 
 
 @dataclass(frozen=True)
@@ -195,3 +199,32 @@ def seed(session: Session, settings: Settings) -> bool:
                 description="Opening balance",
             )
     return True
+
+
+def seed_vouchers(factory: sessionmaker[Session], settings: Settings, export_path: Path) -> list[str]:
+    """A demo outlet with a float and staff login, and a few released £10 vouchers whose
+    PINs are written to ``export_path`` (the one place they ever appear)."""
+    from airtime.vouchers import service as vouchers
+
+    with unit_of_work(factory) as session:
+        outlet = vouchers.create_outlet(session, code="DEMO-SHOP", name="Corner Shop", currency="GBP")
+        vouchers.fund_outlet(session, outlet=outlet, amount_minor=50_000, reference="demo-deposit")
+        accounts.create_staff(
+            session, email=DEMO_OUTLET_STAFF, password=DEMO_PASSWORD, role="outlet", outlet_id=outlet.id
+        )
+    batch = vouchers.generate_batch(
+        factory,
+        settings=settings,
+        currency="GBP",
+        face_value_minor=1000,
+        quantity=DEMO_VOUCHER_COUNT,
+        expires_on=today() + timedelta(days=365),
+        export_path=export_path,
+        created_by="demo",
+        outlet_code="DEMO-SHOP",
+    )
+    with unit_of_work(factory) as session:
+        vouchers.activate_range(
+            session, serial_first=batch.serial_first, serial_last=batch.serial_last, actor="demo"
+        )
+    return [row["pin"] for row in vouchers.iter_export(export_path)]

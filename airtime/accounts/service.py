@@ -32,7 +32,7 @@ from airtime.ledger.service import open_account
 from airtime.notifications.service import enqueue
 from airtime.security import new_token, token_hash
 
-STAFF_ROLES = ("care", "supervisor", "admin")
+STAFF_ROLES = ("care", "supervisor", "admin", "outlet")
 HISTORY_PAGE_SIZE_MAX = 100
 
 
@@ -136,6 +136,31 @@ def authenticate(
     if needs_rehash(customer.password_hash):
         customer.password_hash = hash_password(password)
     return customer
+
+
+def authenticate_staff(
+    session: Session, *, email: str, password: str, ip_address: str, settings: Settings
+) -> StaffUser:
+    """The active staff user with these credentials; failures are counted like customers'."""
+    email_key = f"staff-login:email:{(email or '').strip().lower()[:200]}"
+    ip_key = f"staff-login:ip:{ip_address}"
+    window = settings.login_window_minutes
+    email_failures, until = ratelimit.failures(session, email_key, window_minutes=window)
+    ip_failures, _ = ratelimit.failures(session, ip_key, window_minutes=window)
+    if email_failures >= settings.login_failures_max or ip_failures >= settings.login_ip_failures_max:
+        raise RateLimited(
+            "Too many failed log-ins. Try again after %(until)s UTC or reset your password.",
+            until=f"{until:%Y-%m-%d %H:%M}",
+            retry_after=until.isoformat(),
+        )
+    normalized = (email or "").strip().lower()
+    staff = session.scalar(select(StaffUser).where(StaffUser.email == normalized, StaffUser.active.is_(True)))
+    if not verify_password(staff.password_hash if staff else None, password or ""):
+        ratelimit.record_failure(session, email_key, window_minutes=window)
+        ratelimit.record_failure(session, ip_key, window_minutes=window)
+        raise LoginFailed("Wrong email or password.")
+    assert staff is not None
+    return staff
 
 
 def change_password(
@@ -312,7 +337,9 @@ def revoke_session_by_hash(session: Session, *, token_hash: str) -> None:
 # --- staff -----------------------------------------------------------------------------
 
 
-def create_staff(session: Session, *, email: str, password: str, role: str) -> StaffUser:
+def create_staff(
+    session: Session, *, email: str, password: str, role: str, outlet_id: int | None = None
+) -> StaffUser:
     email = normalize_email(email)
     if role not in STAFF_ROLES:
         raise ValidationFailed(
@@ -323,7 +350,15 @@ def create_staff(session: Session, *, email: str, password: str, role: str) -> S
         )
     if session.scalar(select(StaffUser.id).where(StaffUser.email == email)) is not None:
         raise Conflict("A staff user %(email)s already exists.", email=email, field="email")
-    staff = StaffUser(email=email, password_hash=hash_password(password), role=role, created_at=utcnow())
+    if role == "outlet" and outlet_id is None:
+        raise ValidationFailed("Outlet staff belong to an outlet.", field="outlet")
+    staff = StaffUser(
+        email=email,
+        password_hash=hash_password(password),
+        role=role,
+        outlet_id=outlet_id,
+        created_at=utcnow(),
+    )
     session.add(staff)
     session.flush()
     return staff

@@ -96,7 +96,8 @@ def document_problems(app: FastAPI) -> None:
 
 
 def _wants_problem(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or "json" in request.headers.get("accept", "")
+    path = request.url.path
+    return path.startswith(("/api/", "/webhooks/")) or "json" in request.headers.get("accept", "")
 
 
 HtmlErrorRenderer = Callable[[Request, AppError], Awaitable[Response]]

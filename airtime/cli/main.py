@@ -71,20 +71,27 @@ def demo(
     """Migrate, load demo data, print the logins and serve on SQLite (unless configured otherwise)."""
     import uvicorn
 
-    from airtime.demo import DEMO_LOGINS, seed
+    from airtime.demo import DEMO_LOGINS, DEMO_OUTLET_STAFF, DEMO_PASSWORD, seed, seed_vouchers
 
     os.environ.setdefault("AIRTIME_BASE_URL", f"http://{host}:{port}")
     get_settings.cache_clear()
     settings = get_settings()
     _migrate(settings)
     engine = engine_from_settings(settings)
-    with unit_of_work(make_session_factory(engine)) as session:
+    factory = make_session_factory(engine)
+    with unit_of_work(factory) as session:
         created = seed(session, settings)
+    voucher_file = Path(settings.outbox_dir).parent / "demo-vouchers.csv"
+    pins = seed_vouchers(factory, settings, voucher_file) if created else []
     engine.dispose()
     console.print(f"[bold]{settings.operator_name}[/bold] demo {'created' if created else 'already loaded'}.")
     console.print(f"Open [link]{settings.base_url}[/link]")
     for login in DEMO_LOGINS:
         console.print(f"  log in as {login.email} / {login.password}  ({login.language})")
+    console.print(f"  outlet till: {settings.base_url}/outlet as {DEMO_OUTLET_STAFF} / {DEMO_PASSWORD}")
+    if pins:
+        console.print(f"Voucher PINs (£10 each, redeem at {settings.base_url}/redeem): {', '.join(pins)}")
+    console.print(f"All demo voucher PINs: {voucher_file.resolve()}")
     console.print(f"Emails and SMS: {settings.base_url}/outbox and {Path(settings.outbox_dir).resolve()}")
     console.print(f"API: {settings.base_url}/api/docs   OpenAPI: {settings.base_url}/openapi.json")
     uvicorn.run("airtime.app:create_app", factory=True, host=host, port=port, log_level="warning")

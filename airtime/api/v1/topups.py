@@ -211,3 +211,44 @@ def list_allowances(line_id: int, me: Me, session: Db) -> list[AllowanceOut]:
         )
         for allowance, bundle in topups.line_allowances(session, line_id=line.id)
     ]
+
+
+class RedeemIn(Strict):
+    pin: str = Field(max_length=40, examples=["1234 5678 9012 3456"])
+    msisdn: str = Field(max_length=40, examples=["+447911123456"])
+    language: str = Field(default="en", max_length=20)
+
+
+@router.post(
+    "/vouchers/redeem", status_code=status.HTTP_201_CREATED, response_model=TopupOut, tags=["vouchers"]
+)
+def redeem_voucher(
+    body: RedeemIn,
+    request: Request,
+    response: Response,
+    session: Db,
+    idempotency_key: IdempotencyKey,
+    customer: Annotated[Customer | None, Depends(_optional_customer)],
+) -> TopupOut:
+    """Redeem a voucher PIN onto any line. Wrong PINs are counted per line, customer and
+    address; after too many the caller is locked out until the time the error gives."""
+    from airtime.vouchers.service import redeem
+
+    settings: Settings = request.app.state.settings
+    line = topups.find_topupable_line(session, msisdn=body.msisdn, settings=settings)
+    caller = f"customer:{customer.id}" if customer else f"ip:{request.client.host if request.client else '-'}"
+    result = redeem(
+        session,
+        settings=settings,
+        pin=body.pin,
+        line=line,
+        channel=Channel.VOUCHER,
+        customer_id=customer.id if customer else None,
+        ip_address=request.client.host if request.client else None,
+        idempotency_scope=f"api-redeem:{caller}",
+        idempotency_key=idempotency_key,
+        language=require_language(body.language),
+    )
+    if result.replayed:
+        response.status_code = status.HTTP_200_OK
+    return _order_out(session, result.order)

@@ -1,0 +1,294 @@
+"""Voucher pages: redeem a PIN onto any line; the outlet till (sell e-PINs, statement)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import date, datetime, time, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from airtime.accounts import service as accounts
+from airtime.accounts.models import StaffUser
+from airtime.clock import today, utcnow
+from airtime.config import Settings
+from airtime.db.session import unit_of_work
+from airtime.errors import AppError, AuthenticationFailed
+from airtime.ledger.models import Entry, Transfer
+from airtime.ledger.service import balance_of
+from airtime.topups import service as topups
+from airtime.topups.models import AmountRule, Channel
+from airtime.vouchers import service as vouchers
+from airtime.vouchers.models import Outlet
+from airtime.vouchers.pins import format_pin, format_serial
+from airtime.web.context import (
+    check_csrf,
+    read_signed_cookie,
+    redirect,
+    render,
+    set_signed_cookie,
+    visitor,
+)
+
+router = APIRouter(include_in_schema=False)
+CsrfChecked = Depends(check_csrf)
+STAFF_COOKIE = "airtime_staff"
+STAFF_SESSION_HOURS = 12
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _ip(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+@router.get("/redeem", response_class=HTMLResponse)
+def redeem_form(request: Request) -> Response:
+    with unit_of_work(request.app.state.session_factory) as session:
+        who = visitor(request, session)
+        own_lines = accounts.customer_lines(session, customer_id=who.customer.id) if who.customer else []
+        return render(
+            request,
+            who,
+            "redeem.html",
+            {"own_lines": own_lines, "msisdn": "", "error": None, "key": secrets.token_urlsafe(16)},
+        )
+
+
+@router.post("/redeem", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def redeem(
+    request: Request,
+    pin: Annotated[str, Form(max_length=40)] = "",
+    msisdn: Annotated[str, Form(max_length=40)] = "",
+    idempotency_key: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    """Redeem a PIN; a wrong one is counted (and may lock), so the failure is kept."""
+    settings = _settings(request)
+    factory = request.app.state.session_factory
+    try:
+        with unit_of_work(factory) as session:
+            who = visitor(request, session)
+            line = topups.find_topupable_line(session, msisdn=msisdn, settings=settings)
+            result = vouchers.redeem(
+                session,
+                settings=settings,
+                pin=pin,
+                line=line,
+                channel=Channel.VOUCHER,
+                customer_id=who.customer.id if who.customer else None,
+                ip_address=_ip(request),
+                idempotency_scope=f"web-redeem:{who.customer.id if who.customer else 'anonymous'}",
+                idempotency_key=idempotency_key or None,
+                language=who.language,
+            )
+            return redirect(f"/topup/orders/{result.order.public_id}", who, settings)
+    except AppError as error:
+        with unit_of_work(factory) as session:
+            who = visitor(request, session)
+            own_lines = accounts.customer_lines(session, customer_id=who.customer.id) if who.customer else []
+            return render(
+                request,
+                who,
+                "redeem.html",
+                {"own_lines": own_lines, "msisdn": msisdn, "error": error, "key": secrets.token_urlsafe(16)},
+                status_code=error.status_code,
+            )
+
+
+# --- the outlet till -------------------------------------------------------------------
+
+
+def _outlet_staff(request: Request, session: Session) -> tuple[StaffUser, Outlet] | None:
+    """The logged-in outlet staff member and their outlet, or None."""
+    token = read_signed_cookie(request, STAFF_COOKIE, _settings(request))
+    auth = accounts.resolve_session(session, token=token, kind="staff") if token else None
+    staff = session.get(StaffUser, auth.staff_user_id) if auth and auth.staff_user_id else None
+    if staff is None or not staff.active or staff.outlet_id is None:
+        return None
+    outlet = session.get(Outlet, staff.outlet_id)
+    return (staff, outlet) if outlet is not None and outlet.active else None
+
+
+@router.get("/outlet/login", response_class=HTMLResponse)
+def outlet_login_form(request: Request) -> Response:
+    with unit_of_work(request.app.state.session_factory) as session:
+        who = visitor(request, session)
+        return render(request, who, "outlet_login.html", {"email": "", "error": None})
+
+
+@router.post("/outlet/login", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def outlet_login(
+    request: Request,
+    email: Annotated[str, Form(max_length=254)] = "",
+    password: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    settings = _settings(request)
+    factory = request.app.state.session_factory
+    try:
+        with unit_of_work(factory) as session:
+            who = visitor(request, session)
+            staff = accounts.authenticate_staff(
+                session, email=email, password=password, ip_address=_ip(request), settings=settings
+            )
+            if staff.outlet_id is None:
+                raise AuthenticationFailed("This account does not belong to an outlet.")
+            token = accounts.open_session(
+                session,
+                kind="staff",
+                lifetime=timedelta(hours=STAFF_SESSION_HOURS),
+                staff_user_id=staff.id,
+                ip_address=_ip(request),
+                user_agent=request.headers.get("user-agent", ""),
+            )
+    except AppError as error:
+        with unit_of_work(factory) as session:
+            who = visitor(request, session)
+            return render(
+                request,
+                who,
+                "outlet_login.html",
+                {"email": email, "error": error},
+                status_code=error.status_code,
+            )
+    response = redirect("/outlet", who, settings)
+    set_signed_cookie(response, STAFF_COOKIE, token, settings, max_age=STAFF_SESSION_HOURS * 3600)
+    return response
+
+
+@router.get("/outlet", response_class=HTMLResponse)
+def till(request: Request) -> Response:
+    with unit_of_work(request.app.state.session_factory) as session:
+        who = visitor(request, session)
+        staff_outlet = _outlet_staff(request, session)
+        if staff_outlet is None:
+            return redirect("/outlet/login", who, _settings(request))
+        staff, outlet = staff_outlet
+        return render(request, who, "outlet_till.html", _till_context(session, outlet, staff, error=None))
+
+
+def _till_context(
+    session: Session, outlet: Outlet, staff: StaffUser, *, error: AppError | None
+) -> dict[str, object]:
+    rule = session.get(AmountRule, outlet.currency)
+    return {
+        "outlet": outlet,
+        "staff": staff,
+        "float_minor": balance_of(session, outlet.float_account_id),
+        "values": rule.denominations if rule else [],
+        "error": error,
+        "key": secrets.token_urlsafe(16),
+    }
+
+
+@router.post("/outlet/sell", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def sell(
+    request: Request,
+    face_value_minor: Annotated[int, Form(ge=1)] = 0,
+    idempotency_key: Annotated[str, Form(max_length=80)] = "",
+) -> Response:
+    """Sell an e-PIN for cash: paid from the float; the receipt shows the PIN once."""
+    settings = _settings(request)
+    factory = request.app.state.session_factory
+    try:
+        with unit_of_work(factory) as session:
+            who = visitor(request, session)
+            staff_outlet = _outlet_staff(request, session)
+            if staff_outlet is None:
+                return redirect("/outlet/login", who, settings)
+            staff, outlet = staff_outlet
+            sale = vouchers.sell_epin(
+                session,
+                settings=settings,
+                outlet=outlet,
+                face_value_minor=face_value_minor,
+                actor=f"outlet staff {staff.email}",
+                idempotency_key=idempotency_key,
+            )
+            context = {
+                "outlet": outlet,
+                "sale": sale,
+                "pin": format_pin(sale.pin) if sale.pin else None,
+                "serial": format_serial(sale.serial),
+                "site": settings.base_url,
+            }
+            return render(request, who, "outlet_receipt.html", context)
+    except AppError as error:
+        with unit_of_work(factory) as session:
+            who = visitor(request, session)
+            staff_outlet = _outlet_staff(request, session)
+            if staff_outlet is None:
+                return redirect("/outlet/login", who, settings)
+            return render(
+                request,
+                who,
+                "outlet_till.html",
+                _till_context(session, staff_outlet[1], staff_outlet[0], error=error),
+                status_code=error.status_code,
+            )
+
+
+@router.get("/outlet/statement", response_class=HTMLResponse)
+def statement(request: Request, day: date | None = None) -> Response:
+    """The outlet's float movements for one day, with opening and closing balances."""
+    with unit_of_work(request.app.state.session_factory) as session:
+        who = visitor(request, session)
+        staff_outlet = _outlet_staff(request, session)
+        if staff_outlet is None:
+            return redirect("/outlet/login", who, _settings(request))
+        _, outlet = staff_outlet
+        day = day or today()
+        start = datetime.combine(day, time.min, tzinfo=utcnow().tzinfo)
+        end = start + timedelta(days=1)
+        rows = session.execute(
+            select(Entry.created_at, Entry.amount_minor, Transfer.kind, Transfer.description)
+            .join(Transfer, Transfer.id == Entry.transfer_id)
+            .where(
+                Entry.account_id == outlet.float_account_id, Entry.created_at >= start, Entry.created_at < end
+            )
+            .order_by(Entry.id)
+        ).all()
+        closing = balance_of(session, outlet.float_account_id) - sum(
+            amount
+            for at, amount, *_ in session.execute(
+                select(Entry.created_at, Entry.amount_minor).where(
+                    Entry.account_id == outlet.float_account_id, Entry.created_at >= end
+                )
+            )
+        )
+        opening = closing - sum(row.amount_minor for row in rows)
+        sales = [row for row in rows if row.kind in ("epin_sale", "voucher_release")]
+        return render(
+            request,
+            who,
+            "outlet_statement.html",
+            {
+                "outlet": outlet,
+                "day": day,
+                "rows": rows,
+                "opening": opening,
+                "closing": closing,
+                "sold_minor": -sum(row.amount_minor for row in sales),
+                "sold_count": len(sales),
+                "previous": day - timedelta(days=1),
+                "next": day + timedelta(days=1) if day < today() else None,
+            },
+        )
+
+
+@router.post("/outlet/logout", dependencies=[CsrfChecked])
+def outlet_logout(request: Request) -> Response:
+    settings = _settings(request)
+    with unit_of_work(request.app.state.session_factory) as session:
+        who = visitor(request, session)
+        token = read_signed_cookie(request, STAFF_COOKIE, settings)
+        if token:
+            accounts.revoke_session(session, token=token)
+    response = redirect("/outlet/login", who, settings)
+    response.delete_cookie(STAFF_COOKIE, path="/")
+    return response
