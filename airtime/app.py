@@ -28,6 +28,7 @@ from airtime.payments.base import PaymentProvider
 from airtime.payments.endpoints import router as webhooks_router
 from airtime.payments.registry import providers_from_settings as payment_providers_from_settings
 from airtime.topups.tasks import reconcile
+from airtime.vouchers.service import expire_due
 from airtime.web.context import render, visitor
 from airtime.web.pages import router as pages_router
 from airtime.web.topup_pages import router as topup_pages_router
@@ -45,6 +46,11 @@ def background_jobs(
             name="reconcile-topups",
             interval_seconds=settings.reconcile_interval_seconds,
             run=lambda: reconcile(session_factory, providers=payment_providers, settings=settings),
+        ),
+        Job(
+            name="expire-vouchers",
+            interval_seconds=settings.voucher_expiry_interval_seconds,
+            run=lambda: expire_due(session_factory),
         ),
     ]
 

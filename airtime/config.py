@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     voucher_failures_max: int = Field(default=5, ge=1, le=100)
     voucher_failure_window_hours: int = Field(default=24, ge=1, le=24 * 30)
     voucher_lock_hours: int = Field(default=24, ge=1, le=24 * 30)
+    voucher_expiry_interval_seconds: int = Field(default=3600, ge=60)
     stripe_secret_key: str = ""
     stripe_webhook_secret: str = ""
     stripe_api_base: str = ""

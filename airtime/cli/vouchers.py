@@ -176,6 +176,26 @@ def expire() -> None:
     console.print(f"Expired {count} voucher(s).")
 
 
+@vouchers_app.command("unlock")
+def unlock_command(
+    key: Annotated[str, typer.Argument(help="line:ID, customer:ID or ip:ADDRESS, as care sees it.")],
+    actor: Annotated[str, typer.Option(help="Who unlocks, for the record.")] = "cli",
+) -> None:
+    """Lift a redemption lockout (too many wrong PINs) for a line, customer or address."""
+    from airtime.vouchers.service import unlock
+
+    settings = get_settings()
+    engine = engine_from_settings(settings)
+    try:
+        with unit_of_work(make_session_factory(engine)) as session:
+            unlocked = unlock(session, key=key, actor=actor)
+    finally:
+        engine.dispose()
+    if not unlocked:
+        _fail(f"{key} is not locked.")
+    console.print(f"{key} unlocked.")
+
+
 @vouchers_app.command("show")
 def show(serial: Annotated[str, typer.Argument(help="Serial number.")]) -> None:
     """A voucher's state and history by serial (never its PIN)."""
