@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,10 +81,9 @@ def _wait_until_healthy(base_url: str, thread: threading.Thread) -> None:
     raise RuntimeError(f"live server not healthy after {SERVER_START_SECONDS_MAX} s ({last_problem})")
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """The app on a free local port, on a fresh migrated SQLite file with the demo data."""
-    data_dir = tmp_path_factory.mktemp("live_server")
+@contextmanager
+def serving_demo_app(data_dir: Path) -> Iterator[LiveServer]:
+    """The app on a free local port, on a fresh migrated SQLite file in ``data_dir`` with the demo data."""
     listener = _listening_socket()
     host, port = listener.getsockname()
     base_url = f"http://{host}:{port}"
@@ -114,6 +114,14 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         server.should_exit = True
         thread.join(timeout=SERVER_STOP_SECONDS_MAX)
         listener.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The app with the demo data, shared by the tests of the run (a module may override it
+    with its own, module-scoped, when its tests change what others check)."""
+    with serving_demo_app(tmp_path_factory.mktemp("live_server")) as server:
+        yield server
 
 
 def chromium_path() -> str | None:

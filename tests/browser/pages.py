@@ -155,6 +155,22 @@ class LinePage(PortalPage):
     def history_rows(self) -> Locator:
         return self.page.locator("main table.history tbody tr")
 
+    @property
+    def allowances(self) -> Locator:
+        """The live bundle allowances (each card names its bundle, then what is left)."""
+        return self.page.locator("main ul.allowances > li.card:has(> strong)")
+
+    @property
+    def topups(self) -> Locator:
+        """The line's top-ups, newest first, each linking to its status page."""
+        return self.page.locator('main ul.allowances > li.card:has(> a[href^="/topup/orders/"])')
+
+    def top_up(self) -> TopupNumberPage:
+        """Follow "Top up this line" to the first top-up step, where this line is preselected."""
+        self.page.locator('main a.button[href^="/topup?line="]').click()
+        self.page.wait_for_url("**/topup?line=*")
+        return TopupNumberPage(self.page)
+
 
 class OutboxPage(PortalPage):
     """The demo outbox: every email and SMS the system wrote, newest first."""
@@ -195,3 +211,162 @@ class ResetPasswordPage(PortalPage):
         self.form.get_by_label("New password").fill(new_password)
         with self.page.expect_navigation():
             self.form.get_by_role("button", name="Save the new password").click()
+
+
+# --- online top-ups ---------------------------------------------------------------------
+#
+# Buttons that move from one step to the next are found by the form they submit, so the
+# same page objects drive the flow in English and in Chinese; tests check the wording.
+
+
+class TopupNumberPage(PortalPage):
+    """Step 1: the number to top up (a logged-in customer also sees their own lines)."""
+
+    path = "/topup"
+
+    @property
+    def number_form(self) -> Locator:
+        return self.page.locator('main form[action="/topup/options"]:has(input[name="msisdn"][type="tel"])')
+
+    @property
+    def continue_button(self) -> Locator:
+        return self.number_form.get_by_role("button")
+
+    def enter_number(self, number: str, *, label: str = "Phone number") -> TopupOptionsPage:
+        self.number_form.get_by_label(label).fill(number)
+        with self.page.expect_navigation():
+            self.continue_button.click()
+        return TopupOptionsPage(self.page)
+
+    @property
+    def own_lines(self) -> Locator:
+        return self.page.locator("main ul.cards > li.card")
+
+    def own_line_button(self, number_as_shown: str) -> Locator:
+        """The "Top up this line" button on the card of one of the customer's own lines."""
+        card = self.own_lines.filter(has=self.page.locator(".msisdn", has_text=number_as_shown))
+        return card.get_by_role("button")
+
+    def top_up_own_line(self, number_as_shown: str) -> TopupOptionsPage:
+        with self.page.expect_navigation():
+            self.own_line_button(number_as_shown).click()
+        return TopupOptionsPage(self.page)
+
+
+class TopupOptionsPage(PortalPage):
+    """Step 2: the masked number to confirm, an amount or a bundle, how to pay."""
+
+    @property
+    def form(self) -> Locator:
+        return self.page.locator('main form[action="/topup/review"]')
+
+    def option(self, name: str) -> Locator:
+        """A radio button (amount, bundle or payment method) by the text beside it."""
+        return self.form.get_by_role("radio", name=name, exact=True)
+
+    def bundle(self, name: str) -> Locator:
+        """A bundle's radio button by its name (the price follows the name on the label)."""
+        return self.form.locator('label.choice:has(input[name="bundle"])', has_text=name).get_by_role("radio")
+
+    @property
+    def amounts(self) -> Locator:
+        return self.form.locator('input[name="amount_minor"]')
+
+    @property
+    def custom_amount(self) -> Locator:
+        return self.form.locator('input[name="custom_amount"]')
+
+    @property
+    def promotions(self) -> Locator:
+        return self.page.locator("main > p.notice")
+
+    @property
+    def review_button(self) -> Locator:
+        return self.form.get_by_role("button")
+
+    def review(self) -> TopupReviewPage:
+        with self.page.expect_navigation():
+            self.review_button.click()
+        return TopupReviewPage(self.page)
+
+
+class TopupReviewPage(PortalPage):
+    """Step 3: what will be paid and credited, then pay."""
+
+    def value(self, term: str) -> Locator:
+        return self.page.locator(f'main dl.card > dt:text-is("{term}") + dd')
+
+    @property
+    def pay_button(self) -> Locator:
+        return self.page.locator('main form[action="/topup/pay"]').get_by_role("button")
+
+    def pay(self) -> SandboxPaymentPage:
+        self.pay_button.click()
+        self.page.wait_for_url("**/sandbox/pay/*")
+        return SandboxPaymentPage(self.page)
+
+
+class SandboxPaymentPage(PortalPage):
+    """The sandbox provider's hosted payment page, in test mode."""
+
+    @property
+    def test_mode_banner(self) -> Locator:
+        return self.page.get_by_role("note")
+
+    def value(self, term: str) -> Locator:
+        return self.page.locator(f'main dl.card > dt:text-is("{term}") + dd')
+
+    def decision_button(self, decision: str) -> Locator:
+        """``approve``, ``decline`` or ``pending``."""
+        return self.page.locator(f'main form button[name="decision"][value="{decision}"]')
+
+    def decide(self, decision: str) -> TopupStatusPage:
+        self.decision_button(decision).click()
+        self.page.wait_for_url("**/topup/orders/*")
+        return TopupStatusPage(self.page)
+
+    def approve(self) -> TopupStatusPage:
+        return self.decide("approve")
+
+    def decline(self) -> TopupStatusPage:
+        return self.decide("decline")
+
+
+class TopupStatusPage(PortalPage):
+    """The public status page of one top-up: its stages, then the receipt or what went wrong."""
+
+    @property
+    def stages(self) -> Locator:
+        return self.page.locator("main ol.stages > li")
+
+    @property
+    def stages_to_come(self) -> Locator:
+        return self.page.locator("main ol.stages > li.todo")
+
+    def stage(self, name: str) -> Locator:
+        """A stage by its code: created, awaiting_payment, paid, credited, failed, cancelled, refunded."""
+        return self.page.locator(f"main ol.stages > li.stage-{name}")
+
+    @property
+    def receipt_link(self) -> Locator:
+        return self.page.locator('main a.button[href$="/receipt"]')
+
+    @property
+    def new_topup_link(self) -> Locator:
+        return self.page.locator('main a.button[href="/topup"]')
+
+    def open_receipt(self) -> ReceiptPage:
+        self.receipt_link.click()
+        self.page.wait_for_url("**/receipt")
+        return ReceiptPage(self.page)
+
+
+class ReceiptPage(PortalPage):
+    """A credited top-up's receipt, with a text file to download."""
+
+    def value(self, term: str) -> Locator:
+        return self.page.locator(f'main dl.receipt > dt:text-is("{term}") + dd')
+
+    @property
+    def download_link(self) -> Locator:
+        return self.page.locator('main a[href$="/receipt.txt"]')
