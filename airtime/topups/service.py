@@ -41,7 +41,7 @@ from airtime.topups.models import (
     Promotion,
     TopupOrder,
 )
-from airtime.topups.promotions import best_bonus
+from airtime.topups.promotions import Bonus, best_bonus
 from airtime.topups.validity import validity_after_activity, validity_after_topup
 
 _orders = cast(Table, TopupOrder.__table__)
@@ -231,8 +231,13 @@ def quote(
                     max=format_money(rule.amount_max_minor, currency),
                     field="amount",
                 )
-    bonus = best_bonus(
-        session, line_id=line.id, currency=currency, amount_minor=amount, channel=channel, now=utcnow()
+    # Promotions reward credit top-ups; a bundle is a fixed package at its own price.
+    bonus = (
+        Bonus(None, 0)
+        if bundle
+        else best_bonus(
+            session, line_id=line.id, currency=currency, amount_minor=amount, channel=channel, now=utcnow()
+        )
     )
     validity = (
         validity_after_activity(plan, current=line.validity_date, today=today())

@@ -274,8 +274,9 @@ def test_bundle_bought_directly_grants_allowances_and_sells_revenue(
     uow, session_factory, settings, sandbox, line_id
 ):
     with uow() as session:
+        topup_helpers.promotion(session, value=1000)  # promotions reward credit, not bundles
         order = topup_helpers.order(session, settings, line_id=line_id, bundle_code="DATA-5GB")
-    assert order.amount_minor == 1000
+    assert order.amount_minor == 1000 and order.bonus_minor == 0
     decide(session_factory, uow, sandbox, settings, order, "approve")
     _, _, main, _ = state(uow, order.id)
     assert main == 0
