@@ -29,6 +29,7 @@ from airtime.payments.endpoints import router as webhooks_router
 from airtime.payments.registry import providers_from_settings as payment_providers_from_settings
 from airtime.topups.tasks import reconcile
 from airtime.vouchers.service import expire_due
+from airtime.web.admin_pages import router as admin_pages_router
 from airtime.web.context import render, visitor
 from airtime.web.pages import router as pages_router
 from airtime.web.topup_pages import router as topup_pages_router
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     app.include_router(pages_router)
     app.include_router(topup_pages_router)
     app.include_router(voucher_pages_router)
+    app.include_router(admin_pages_router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> Response:

@@ -23,6 +23,8 @@ from airtime.templating import language_context, make_environment
 SESSION_COOKIE = "airtime_session"
 CSRF_COOKIE = "airtime_csrf"
 LANGUAGE_COOKIE = "airtime_lang"
+# Staff (outlet, care, admin) sessions: separate from customers', shorter-lived.
+STAFF_COOKIE = "airtime_staff"
 CSRF_FIELD = "csrf_token"
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 environment = make_environment(TEMPLATE_DIR, autoescape=True)

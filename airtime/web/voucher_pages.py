@@ -25,6 +25,7 @@ from airtime.vouchers import service as vouchers
 from airtime.vouchers.models import Outlet
 from airtime.vouchers.pins import format_pin, format_serial
 from airtime.web.context import (
+    STAFF_COOKIE,
     check_csrf,
     read_signed_cookie,
     redirect,
@@ -35,7 +36,6 @@ from airtime.web.context import (
 
 router = APIRouter(include_in_schema=False)
 CsrfChecked = Depends(check_csrf)
-STAFF_COOKIE = "airtime_staff"
 STAFF_SESSION_HOURS = 12
 
 
