@@ -100,13 +100,15 @@ def demo(
 @app.command("create-staff")
 def create_staff(
     email: Annotated[str, typer.Argument(help="The staff member's email.")],
-    role: Annotated[str, typer.Option(help="care, supervisor or admin.")] = "care",
+    role: Annotated[str, typer.Option(help="care, supervisor, admin or outlet.")] = "care",
     password: Annotated[
         str | None, typer.Option(help="Password; asked for when not given (never put it in shell history).")
     ] = None,
+    outlet: Annotated[str | None, typer.Option(help="Outlet code, for outlet staff.")] = None,
 ) -> None:
-    """Create a staff user for the care console."""
+    """Create a staff user (care console, admin pages, or an outlet's till)."""
     from airtime.accounts.service import create_staff as create
+    from airtime.vouchers.service import outlet_by_code
 
     settings = get_settings()
     if password is None:
@@ -114,7 +116,8 @@ def create_staff(
     engine = engine_from_settings(settings)
     try:
         with unit_of_work(make_session_factory(engine)) as session:
-            staff = create(session, email=email, password=password, role=role)
+            outlet_id = outlet_by_code(session, outlet).id if outlet else None
+            staff = create(session, email=email, password=password, role=role, outlet_id=outlet_id)
     except AppError as error:
         _fail(error.detail)
     finally:
