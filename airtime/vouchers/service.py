@@ -30,7 +30,6 @@ from airtime.config import Settings
 from airtime.db.dialect import is_postgresql
 from airtime.db.session import unit_of_work
 from airtime.errors import AppError, Conflict, NotFound, ValidationFailed
-from airtime.i18n import N_
 from airtime.ledger.models import AccountKind
 from airtime.ledger.service import Leg, open_account, operator_account, post_transfer
 from airtime.money import format_money, validate_currency
@@ -712,16 +711,14 @@ def _record_failure(
 def _refuse(session: Session, *, keys: list[str], reason: str, channel: str, settings: Settings) -> None:
     _record_failure(session, keys=keys, reason=reason, channel=channel, settings=settings)
     locked_until = lock_status(session, keys)
-    messages = {
-        "invalid": N_("This PIN is not valid. Check the digits and try again."),
-        "expired": N_("This voucher has expired."),
-    }
     if locked_until is not None:
         raise RedemptionLocked(
             "Too many wrong PINs. Voucher top-up is locked until %(until)s UTC.",
             until=f"{locked_until:%Y-%m-%d %H:%M}",
         )
-    raise VoucherRefused(messages[reason], reason=reason)
+    if reason == "expired":
+        raise VoucherRefused("This voucher has expired.", reason=reason)
+    raise VoucherRefused("This PIN is not valid. Check the digits and try again.", reason=reason)
 
 
 def redeem(
