@@ -370,3 +370,158 @@ class ReceiptPage(PortalPage):
     @property
     def download_link(self) -> Locator:
         return self.page.locator('main a[href$="/receipt.txt"]')
+
+
+# --- vouchers: redeeming a PIN, and the outlet till ---------------------------------------
+#
+# Forms are found by where they post and fields by their names, so the same page objects
+# work in English and in Chinese; tests check the wording.
+
+
+class RedeemPage(PortalPage):
+    """Redeem a voucher or e-PIN onto a line: a logged-in customer picks one of their lines
+    (or types another number), a visitor types the number."""
+
+    path = "/redeem"
+
+    @property
+    def form(self) -> Locator:
+        return self.page.locator('main form[action="/redeem"]')
+
+    @property
+    def pin_field(self) -> Locator:
+        return self.form.locator('input[name="pin"]')
+
+    @property
+    def number_field(self) -> Locator:
+        """The typed number ("Number to credit", or "Or another number" beside one's own lines)."""
+        return self.form.locator('input[name="msisdn"][type="tel"]')
+
+    @property
+    def own_lines(self) -> Locator:
+        return self.form.get_by_role("radio")
+
+    def own_line(self, number_as_shown: str) -> Locator:
+        return self.form.get_by_role("radio", name=number_as_shown, exact=True)
+
+    @property
+    def redeem_button(self) -> Locator:
+        return self.form.get_by_role("button")
+
+    def redeem(self, pin: str, *, number: str | None = None, own_line: str | None = None) -> int:
+        """Fill in the PIN and the number (typed, or one's own line picked), press Redeem;
+        returns the HTTP status of the page that answers (after any redirect)."""
+        self.pin_field.fill(pin)
+        if own_line is not None:
+            self.own_line(own_line).check()
+        if number is not None:
+            self.number_field.fill(number)
+        with self.page.expect_navigation() as navigation:
+            self.redeem_button.click()
+        response = navigation.value
+        assert response is not None
+        return response.status
+
+
+class OutletPage(PortalPage):
+    """What the outlet's pages share: the outlet navigation (Sell, Statement, Log out)."""
+
+    @property
+    def outlet_navigation(self) -> Locator:
+        return self.page.locator("main nav.subnav")
+
+    def outlet_link(self, path: str) -> Locator:
+        return self.outlet_navigation.locator(f'a[href="{path}"]')
+
+
+class OutletLoginPage(PortalPage):
+    path = "/outlet/login"
+
+    @property
+    def form(self) -> Locator:
+        return self.page.locator('main form[action="/outlet/login"]')
+
+    def log_in(self, email: str, password: str) -> None:
+        self.form.locator('input[name="email"]').fill(email)
+        self.form.locator('input[name="password"]').fill(password)
+        with self.page.expect_navigation():
+            self.form.get_by_role("button").click()
+
+
+class OutletTillPage(OutletPage):
+    """The till: the float, the e-PIN values, and the button that sells one."""
+
+    path = "/outlet"
+
+    @property
+    def float_balance(self) -> Locator:
+        return self.page.locator("main strong.balance")
+
+    @property
+    def form(self) -> Locator:
+        return self.page.locator('main form[action="/outlet/sell"]')
+
+    @property
+    def values(self) -> Locator:
+        return self.form.locator('input[name="face_value_minor"]')
+
+    def value(self, amount_as_shown: str) -> Locator:
+        return self.form.get_by_role("radio", name=amount_as_shown, exact=True)
+
+    @property
+    def sell_button(self) -> Locator:
+        return self.form.get_by_role("button")
+
+    def sell(self, amount_as_shown: str) -> OutletReceiptPage:
+        self.value(amount_as_shown).check()
+        with self.page.expect_navigation():
+            self.sell_button.click()
+        return OutletReceiptPage(self.page)
+
+
+class OutletReceiptPage(PortalPage):
+    """The till receipt of one e-PIN sale: the PIN is shown this once."""
+
+    @property
+    def receipt(self) -> Locator:
+        return self.page.locator("main article.till-receipt")
+
+    @property
+    def outlet_name(self) -> Locator:
+        return self.receipt.get_by_role("heading", level=1)
+
+    @property
+    def face_value(self) -> Locator:
+        return self.receipt.locator("p.balance")
+
+    @property
+    def pin(self) -> Locator:
+        return self.page.get_by_test_id("epin")
+
+    def value(self, term: str) -> Locator:
+        return self.receipt.locator(f'dl > dt:text-is("{term}") + dd')
+
+    @property
+    def next_sale_link(self) -> Locator:
+        return self.page.locator('main a.button[href="/outlet"]')
+
+    def next_sale(self) -> OutletTillPage:
+        self.next_sale_link.click()
+        self.page.wait_for_url("**/outlet")
+        return OutletTillPage(self.page)
+
+
+class OutletStatementPage(OutletPage):
+    """The outlet's float for one day: opening, sold, closing, and every movement."""
+
+    path = "/outlet/statement"
+
+    def value(self, term: str) -> Locator:
+        return self.page.locator(f'main dl.card > dt:text-is("{term}") + dd')
+
+    @property
+    def rows(self) -> Locator:
+        return self.page.locator("main table.history tbody tr")
+
+    def row(self, description_contains: str) -> Locator:
+        return self.rows.filter(has_text=description_contains)
