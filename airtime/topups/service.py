@@ -155,9 +155,14 @@ class Stage:
 
 def stages(order: TopupOrder) -> list[Stage]:
     """The stages a person sees on the status page, each with its time once reached."""
+    paid_directly = order.awaiting_payment_at is None and order.paid_at is not None
     path = [
         Stage("created", order.created_at, True),
-        Stage("awaiting_payment", order.awaiting_payment_at, order.awaiting_payment_at is not None),
+        *(
+            []
+            if paid_directly  # a voucher or an agent's float pays at once: there was no waiting
+            else [Stage("awaiting_payment", order.awaiting_payment_at, order.awaiting_payment_at is not None)]
+        ),
         Stage("paid", order.paid_at, order.paid_at is not None),
         Stage("credited", order.credited_at, order.credited_at is not None),
     ]
@@ -538,8 +543,9 @@ def credit(
         },
     ):
         return False
-    order = session.get(TopupOrder, order_id)
-    assert order is not None
+    # The order may already be loaded (a voucher's order is made in this transaction): read
+    # the row as the update left it, receipt number and time included.
+    session.refresh(order)
     line = session.scalar(select(Line).where(Line.id == order.line_id).with_for_update())
     assert line is not None
     plan = session.get(Plan, line.plan_id)

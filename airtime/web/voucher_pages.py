@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from airtime.accounts import service as accounts
@@ -22,7 +22,7 @@ from airtime.ledger.service import balance_of
 from airtime.topups import service as topups
 from airtime.topups.models import AmountRule, Channel
 from airtime.vouchers import service as vouchers
-from airtime.vouchers.models import Outlet
+from airtime.vouchers.models import Outlet, Voucher, VoucherEvent
 from airtime.vouchers.pins import format_pin, format_serial
 from airtime.web.context import (
     STAFF_COOKIE,
@@ -66,10 +66,13 @@ def redeem(
     request: Request,
     pin: Annotated[str, Form(max_length=40)] = "",
     msisdn: Annotated[str, Form(max_length=40)] = "",
+    line_msisdn: Annotated[str, Form(max_length=40)] = "",
     idempotency_key: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
     """Redeem a PIN; a wrong one is counted (and may lock), so the failure is kept."""
     settings = _settings(request)
+    # A typed number wins over the chosen own line.
+    msisdn = msisdn.strip() or line_msisdn
     factory = request.app.state.session_factory
     try:
         with unit_of_work(factory) as session:
@@ -262,7 +265,7 @@ def statement(request: Request, day: date | None = None) -> Response:
             )
         )
         opening = closing - sum(row.amount_minor for row in rows)
-        sales = [row for row in rows if row.kind in ("epin_sale", "voucher_release")]
+        sold_count = _vouchers_sold(session, outlet, start, end)
         return render(
             request,
             who,
@@ -273,12 +276,39 @@ def statement(request: Request, day: date | None = None) -> Response:
                 "rows": rows,
                 "opening": opening,
                 "closing": closing,
-                "sold_minor": -sum(row.amount_minor for row in sales),
-                "sold_count": len(sales),
+                "sold_minor": -sum(row.amount_minor for row in rows if row.kind in SALE_KINDS),
+                "sold_count": sold_count,
                 "previous": day - timedelta(days=1),
                 "next": day + timedelta(days=1) if day < today() else None,
             },
         )
+
+
+SALE_KINDS = ("epin_sale", "voucher_release")
+
+
+def _vouchers_sold(session: Session, outlet: Outlet, start: datetime, end: datetime) -> int:
+    """Vouchers the outlet sold in the period: e-PINs one by one, printed cards by range."""
+    epins = session.scalar(
+        select(func.count())
+        .select_from(VoucherEvent)
+        .join(Voucher, Voucher.id == VoucherEvent.voucher_id)
+        .where(
+            VoucherEvent.event == "sold",
+            Voucher.outlet_id == outlet.id,
+            VoucherEvent.at >= start,
+            VoucherEvent.at < end,
+        )
+    )
+    cards = session.scalar(
+        select(func.coalesce(func.sum(VoucherEvent.count), 0)).where(
+            VoucherEvent.event == "activated",
+            VoucherEvent.reason == f"outlet {outlet.code}",
+            VoucherEvent.at >= start,
+            VoucherEvent.at < end,
+        )
+    )
+    return int(epins or 0) + int(cards or 0)
 
 
 @router.post("/outlet/logout", dependencies=[CsrfChecked])

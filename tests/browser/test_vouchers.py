@@ -12,9 +12,6 @@ its own:
 - one for each lockout test: wrong PINs are counted per line, per customer and per IP
   address, and every browser request comes from 127.0.0.1, so a lockout would lock every
   later redemption on the same server.
-
-Two known product bugs on the logged-in redeem path are expected failures, detected by their
-exact symptoms (see ``xfail_on_known_redeem_bugs``); once fixed, those tests run to the end.
 """
 
 from __future__ import annotations
@@ -171,25 +168,6 @@ def log_in_as_ana(page: Page) -> LinesPage:
     return LinesPage(page)
 
 
-def xfail_on_known_redeem_bugs(redeem: RedeemPage, status_code: int) -> None:
-    """Known product bugs on the logged-in redeem path: stop here as an expected failure while
-    they last (the checks after them run by themselves once they are fixed)."""
-    if status_code == 500:
-        pytest.xfail(
-            "product bug: a logged-in customer's voucher redemption answers 500. topups.credit() "
-            "sends the receipt email from the order object create_paid_order() left in the session; "
-            "its credited_at and receipt_number were never set there, so the conditional UPDATE does "
-            "not refresh them and notifications/templates/receipt.txt fails on "
-            "order.credited_at.strftime (None)"
-        )
-    if status_code == 422 and redeem.error.inner_text() == "Enter a phone number.":
-        pytest.xfail(
-            "product bug: redeem.html names both the own-line radio buttons and the 'Or another "
-            "number' field msisdn; the empty field is posted last and wins, so picking one of "
-            "one's own lines answers 'Enter a phone number.'"
-        )
-
-
 def screenshot(page: Page, path: Path) -> None:
     page.screenshot(path=str(path), full_page=True)
     print(f"screenshot: {path}")
@@ -253,11 +231,9 @@ def test_a_customer_redeems_an_e_pin_onto_her_line_and_sees_the_new_balance(
     expect(redeem.form.get_by_label("Or another number")).to_have_value("")
     expect(redeem.redeem_button).to_have_text("Redeem")
 
-    # She picks her line and types it under "Or another number" too: picking it alone is
-    # refused (the second known bug; test_a_customer_redeems_onto_the_line_she_picks).
+    # She picks her line and types it under "Or another number" too (the typed number wins).
     status_code = redeem.redeem(pin, own_line=ANA_ACTIVE_LINE, number=ANA_ACTIVE_LINE)
 
-    xfail_on_known_redeem_bugs(redeem, status_code)
     assert status_code == 200, redeem.error.all_inner_texts()
     expect(page).to_have_url(re.compile(r"/topup/orders/[^/]+$"))
     status = TopupStatusPage(page)
@@ -286,7 +262,6 @@ def test_a_customer_redeems_onto_the_line_she_picks(page: Page, live_server: Liv
 
     status_code = redeem.redeem(pin, own_line=ANA_ACTIVE_LINE)
 
-    xfail_on_known_redeem_bugs(redeem, status_code)
     assert status_code == 200, redeem.error.all_inner_texts()
     status = TopupStatusPage(page)
     expect(status.heading).to_have_text("Top-up of £5.00 for +447••••••456")

@@ -108,3 +108,48 @@ def test_customer_login_is_not_an_outlet_login(client, session_factory, settings
         },
     )
     assert refused.status_code == 401 and CSRF.search(refused.text)
+
+
+def test_logged_in_customer_redeems_onto_a_chosen_own_line_with_a_receipt(
+    client, session_factory, settings, tmp_path
+):
+    from sqlalchemy import select
+
+    from airtime.notifications.models import Notification
+    from tests import factories
+    from tests.e2e.test_web import login
+
+    with unit_of_work(session_factory) as session:
+        customer = factories.customer(session, settings, email="ana@example.com")
+        line = topup_helpers.line_with_catalogue(session, settings, customer_id=customer.id)
+    _, rows = voucher_helpers.released_pins(session_factory, settings, tmp_path)
+    login(client, "ana@example.com")
+    page = client.get("/redeem")
+    form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
+    done = client.post(
+        "/redeem", data={**form, "pin": rows[0]["pin"], "line_msisdn": line.msisdn, "msisdn": ""}
+    )
+    assert done.status_code == 200 and "Credited to the line" in done.text
+    assert "Waiting for payment" not in done.text  # a voucher pays at once
+    with unit_of_work(session_factory) as session:
+        assert balance_of(session, line.main_account_id) == 1000
+        receipt = session.scalars(select(Notification).where(Notification.template == "receipt")).one()
+        assert receipt.recipient == "ana@example.com" and "£10.00" in receipt.body_text
+
+
+def test_api_redemption_answers_with_the_receipt(client, session_factory, settings, tmp_path):
+    from tests import factories
+    from tests.e2e.test_api import token_for
+
+    with unit_of_work(session_factory) as session:
+        customer = factories.customer(session, settings, email="ana@example.com")
+        topup_helpers.line_with_catalogue(session, settings, customer_id=customer.id)
+    _, rows = voucher_helpers.released_pins(session_factory, settings, tmp_path)
+    response = client.post(
+        "/api/v1/vouchers/redeem",
+        json={"pin": rows[0]["pin"], "msisdn": "+447911123456"},
+        headers={**token_for(client, "ana@example.com"), "Idempotency-Key": "r-9"},
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["receipt_number"] and body["credited_at"] and body["balance_after"]["amount_minor"] == 1000
