@@ -9,6 +9,7 @@ TPC-B-like transaction first and reports its own figures as a ratio to that.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -202,6 +204,60 @@ def run_clients(
     # Operations still running at the deadline finish and count, so measure to the last one.
     elapsed = time.perf_counter() - started
     return Throughput(operations=totals["operations"], elapsed_seconds=elapsed, failures=totals["failures"])
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The ``fraction`` quantile (0.5 for the median, 0.99 for p99) by the nearest-rank method."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+_CLOCK_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def machine_cpu_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat; (0, 0) elsewhere.
+
+    The difference of two readings gives how busy all cores were in between, which says
+    whether a phase was CPU-bound and whether something else was running at the same time.
+    """
+    try:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds one process has used so far (0 if it is gone or not Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # The command name may contain spaces; the fields we need follow its closing parenthesis.
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS_PER_SECOND
+
+
+def processes(*, parent: int | None = None, command: str | None = None) -> list[int]:
+    """Ids of the processes with this parent and/or this command name (``comm``), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, rest = stat.split(" (", 1)[1].rsplit(")", 1)
+        parent_pid = int(rest.split()[1])
+        if (parent is None or parent_pid == parent) and (command is None or name == command):
+            found.append(int(entry.name))
+    return found
 
 
 def make_console() -> Console:
