@@ -21,7 +21,7 @@ from airtime.db.session import engine_from_settings, make_session_factory, unit_
 from airtime.errors import AppError
 from airtime.jobs import Job, Scheduler
 from airtime.logging import configure_logging
-from airtime.metrics import metrics_middleware, metrics_response
+from airtime.metrics import MetricsMiddleware, metrics_response
 from airtime.notifications.providers import providers_from_settings
 from airtime.notifications.sender import SenderThread
 from airtime.payments.base import PaymentProvider
@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
 
     problems.install(app, html_error=html_error)
     problems.document_problems(app)
-    app.middleware("http")(metrics_middleware)
+    app.add_middleware(MetricsMiddleware)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api_v1_router)
     app.include_router(api_v1_topups_router)

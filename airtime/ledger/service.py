@@ -315,6 +315,10 @@ def operator_account(session: Session, *, kind: str, currency: str, qualifier: s
     if kind not in AccountKind.OPERATOR_KINDS:
         raise ValidationFailed("%(kind)s is not an operator account kind.", kind=kind)
     code = ":".join(part for part in ("operator", kind, qualifier, currency.upper()) if part)
+    # Operator accounts exist after their first use: one read, no insert attempt, after that.
+    existing = session.execute(select(_accounts.c.id).where(_accounts.c.code == code)).scalar()
+    if existing is not None:
+        return int(existing)
     return open_account(
         session,
         code=code,
