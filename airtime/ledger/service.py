@@ -220,7 +220,9 @@ def _apply(session: Session, requests: Sequence[TransferRequest], now: datetime)
     tracked_ids = [account_id for account_id in account_ids if meta[account_id].balance_tracked]
     if tracked_ids:
         # Lock guarded balances in id order, so two transfers over the same accounts
-        # queue instead of deadlocking, then check every transfer in request order.
+        # queue instead of deadlocking, then check every transfer in request order. FOR NO
+        # KEY UPDATE: only the balance changes, and rows referencing the account (entries,
+        # lines) take KEY SHARE locks that must not conflict with it.
         # (The chunks are ascending slices of the sorted ids, so the order holds across them.)
         locked = [
             row
@@ -229,7 +231,7 @@ def _apply(session: Session, requests: Sequence[TransferRequest], now: datetime)
                 select(_accounts.c.id, _accounts.c.balance_minor, _accounts.c.floor_minor)
                 .where(_accounts.c.id.in_(chunk))
                 .order_by(_accounts.c.id)
-                .with_for_update()
+                .with_for_update(key_share=True)
             )
         ]
         balances = {row.id: row.balance_minor for row in locked}

@@ -54,7 +54,7 @@ def process_event(
             .where(
                 TopupOrder.payment_provider == provider_name, TopupOrder.payment_reference == event.reference
             )
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
         stored = session.execute(
             insert_ignoring_conflicts(session, _events)

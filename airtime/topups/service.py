@@ -546,7 +546,10 @@ def credit(
     # The order may already be loaded (a voucher's order is made in this transaction): read
     # the row as the update left it, receipt number and time included.
     session.refresh(order)
-    line = session.scalar(select(Line).where(Line.id == order.line_id).with_for_update())
+    # FOR NO KEY UPDATE (key_share): rows that reference the line (this order, a voucher's
+    # redeemed_line_id) hold KEY SHARE locks on it, which this lock does not conflict with,
+    # so two top-ups of one line queue here instead of deadlocking.
+    line = session.scalar(select(Line).where(Line.id == order.line_id).with_for_update(key_share=True))
     assert line is not None
     plan = session.get(Plan, line.plan_id)
     assert plan is not None
@@ -642,7 +645,7 @@ def buy_bundle_from_balance(
         details={"bundle": bundle.code},
     )
     grant_bundle(session, line=line, bundle=bundle, source=transfer_id)
-    locked = session.scalar(select(Line).where(Line.id == line.id).with_for_update())
+    locked = session.scalar(select(Line).where(Line.id == line.id).with_for_update(key_share=True))
     assert locked is not None
     locked.validity_date = validity_after_activity(plan, current=locked.validity_date, today=today())
     allowance = session.scalar(select(LineAllowance).where(LineAllowance.source == transfer_id))
@@ -675,7 +678,9 @@ def refund(session: Session, *, order: TopupOrder, refunded_total_minor: int) ->
     repeated event moves nothing. What cannot be clawed back (already spent) is recorded
     on the order as a shortfall for care, and booked as a refund loss.
     """
-    locked = session.scalar(select(TopupOrder).where(TopupOrder.id == order.id).with_for_update())
+    locked = session.scalar(
+        select(TopupOrder).where(TopupOrder.id == order.id).with_for_update(key_share=True)
+    )
     assert locked is not None
     order = locked
     refunded_total_minor = min(refunded_total_minor, order.amount_minor)
@@ -742,7 +747,9 @@ def _claw_back(session: Session, *, order: TopupOrder, delta_minor: int, refunde
 def _locked_balance(session: Session, account_id: int) -> int:
     """A guarded balance, locked until commit so the clawback cannot race a spend."""
     balance = session.scalar(
-        select(LedgerAccount.balance_minor).where(LedgerAccount.id == account_id).with_for_update()
+        select(LedgerAccount.balance_minor)
+        .where(LedgerAccount.id == account_id)
+        .with_for_update(key_share=True)
     )
     return int(balance or 0)
 

@@ -549,7 +549,7 @@ def _epin_batch(
         )
         .order_by(VoucherBatch.id.desc())
         .limit(1)
-        .with_for_update()
+        .with_for_update(key_share=True)
     )
     if batch is None:
         batch = VoucherBatch(
