@@ -108,30 +108,52 @@ def set_language(session: Session, *, customer_id: int, language: str) -> str:
     return language
 
 
-def authenticate(
-    session: Session, *, email: str, password: str, ip_address: str, settings: Settings
-) -> Customer:
-    """The customer with these credentials; failures are counted per email and per IP."""
-    email_key = f"login:email:{(email or '').strip().lower()[:200]}"
-    ip_key = f"login:ip:{ip_address}"
+@dataclass(frozen=True, slots=True)
+class _LoginKeys:
+    email: str
+    ip: str
+
+
+def _login_keys(prefix: str, email: str, ip_address: str) -> _LoginKeys:
+    return _LoginKeys(
+        email=f"{prefix}:email:{(email or '').strip().lower()[:200]}", ip=f"{prefix}:ip:{ip_address}"
+    )
+
+
+def _refuse_if_locked_out(session: Session, keys: _LoginKeys, settings: Settings) -> None:
     window = settings.login_window_minutes
-    email_failures, until = ratelimit.failures(session, email_key, window_minutes=window)
-    ip_failures, _ = ratelimit.failures(session, ip_key, window_minutes=window)
+    email_failures, until = ratelimit.failures(session, keys.email, window_minutes=window)
+    ip_failures, _ = ratelimit.failures(session, keys.ip, window_minutes=window)
     if email_failures >= settings.login_failures_max or ip_failures >= settings.login_ip_failures_max:
         raise RateLimited(
             "Too many failed log-ins. Try again after %(until)s UTC or reset your password.",
             until=f"{until:%Y-%m-%d %H:%M}",
             retry_after=until.isoformat(),
         )
+
+
+def _check_password(
+    session: Session, keys: _LoginKeys, password_hash: str | None, password: str, settings: Settings
+) -> None:
+    """Verify (in constant time whether or not the user exists); count a failure."""
+    if not verify_password(password_hash, password or ""):
+        ratelimit.record_failure(session, keys.email, window_minutes=settings.login_window_minutes)
+        ratelimit.record_failure(session, keys.ip, window_minutes=settings.login_window_minutes)
+        raise LoginFailed("Wrong email or password.")
+
+
+def authenticate(
+    session: Session, *, email: str, password: str, ip_address: str, settings: Settings
+) -> Customer:
+    """The customer with these credentials; failures are counted per email and per IP."""
+    keys = _login_keys("login", email, ip_address)
+    _refuse_if_locked_out(session, keys, settings)
     try:
         normalized = normalize_email(email)
     except ValidationFailed:
         normalized = ""
     customer = session.scalar(select(Customer).where(Customer.email == normalized)) if normalized else None
-    if not verify_password(customer.password_hash if customer else None, password or ""):
-        ratelimit.record_failure(session, email_key, window_minutes=window)
-        ratelimit.record_failure(session, ip_key, window_minutes=window)
-        raise LoginFailed("Wrong email or password.")
+    _check_password(session, keys, customer.password_hash if customer else None, password, settings)
     assert customer is not None
     if needs_rehash(customer.password_hash):
         customer.password_hash = hash_password(password)
@@ -142,23 +164,11 @@ def authenticate_staff(
     session: Session, *, email: str, password: str, ip_address: str, settings: Settings
 ) -> StaffUser:
     """The active staff user with these credentials; failures are counted like customers'."""
-    email_key = f"staff-login:email:{(email or '').strip().lower()[:200]}"
-    ip_key = f"staff-login:ip:{ip_address}"
-    window = settings.login_window_minutes
-    email_failures, until = ratelimit.failures(session, email_key, window_minutes=window)
-    ip_failures, _ = ratelimit.failures(session, ip_key, window_minutes=window)
-    if email_failures >= settings.login_failures_max or ip_failures >= settings.login_ip_failures_max:
-        raise RateLimited(
-            "Too many failed log-ins. Try again after %(until)s UTC or reset your password.",
-            until=f"{until:%Y-%m-%d %H:%M}",
-            retry_after=until.isoformat(),
-        )
+    keys = _login_keys("staff-login", email, ip_address)
+    _refuse_if_locked_out(session, keys, settings)
     normalized = (email or "").strip().lower()
     staff = session.scalar(select(StaffUser).where(StaffUser.email == normalized, StaffUser.active.is_(True)))
-    if not verify_password(staff.password_hash if staff else None, password or ""):
-        ratelimit.record_failure(session, email_key, window_minutes=window)
-        ratelimit.record_failure(session, ip_key, window_minutes=window)
-        raise LoginFailed("Wrong email or password.")
+    _check_password(session, keys, staff.password_hash if staff else None, password, settings)
     assert staff is not None
     return staff
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from airtime.cli.common import console, database_session, errors, fail, session_factory
 from airtime.cli.vouchers import outlets_app, vouchers_app
 from airtime.config import Settings, get_settings
 from airtime.db.migrate import upgrade
@@ -19,15 +19,8 @@ from airtime.errors import AppError
 app = typer.Typer(
     help="Airtime: top-ups and number keeping for a prepaid mobile operator.", no_args_is_help=True
 )
-console = Console(soft_wrap=True)
 app.add_typer(vouchers_app, name="vouchers")
 app.add_typer(outlets_app, name="outlets")
-errors = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(message: str) -> None:
-    errors.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code=2)
 
 
 def _migrate(settings: Settings) -> None:
@@ -57,7 +50,7 @@ def serve(
 
     settings = get_settings()
     if settings.is_sqlite and workers > 1:
-        _fail("SQLite allows one writer: run one worker, or use PostgreSQL for several.")
+        fail("SQLite allows one writer: run one worker, or use PostgreSQL for several.")
     uvicorn.run(
         "airtime.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info"
     )
@@ -110,18 +103,11 @@ def create_staff(
     from airtime.accounts.service import create_staff as create
     from airtime.vouchers.service import outlet_by_code
 
-    settings = get_settings()
     if password is None:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    engine = engine_from_settings(settings)
-    try:
-        with unit_of_work(make_session_factory(engine)) as session:
-            outlet_id = outlet_by_code(session, outlet).id if outlet else None
-            staff = create(session, email=email, password=password, role=role, outlet_id=outlet_id)
-    except AppError as error:
-        _fail(error.detail)
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        outlet_id = outlet_by_code(session, outlet).id if outlet else None
+        staff = create(session, email=email, password=password, role=role, outlet_id=outlet_id)
     console.print(f"Staff user {staff.email} created with role {staff.role}.")
 
 
@@ -134,16 +120,13 @@ def send_notifications(
     from airtime.notifications.sender import send_due
 
     settings = get_settings()
-    engine = engine_from_settings(settings)
-    try:
+    with session_factory() as factory:
         sent = send_due(
-            make_session_factory(engine),
+            factory,
             providers_from_settings(settings),
             attempts_max=settings.notification_send_attempts_max,
             limit=limit,
         )
-    finally:
-        engine.dispose()
     console.print(f"Sent {sent} message(s).")
 
 
@@ -154,14 +137,8 @@ def reconcile() -> None:
     from airtime.topups.tasks import reconcile as run_reconcile
 
     settings = get_settings()
-    engine = engine_from_settings(settings)
-    try:
-        with console.status("Reconciling top-ups with the payment providers..."):
-            report = run_reconcile(
-                make_session_factory(engine), providers=payment_providers(settings), settings=settings
-            )
-    finally:
-        engine.dispose()
+    with session_factory() as factory, console.status("Reconciling top-ups with the payment providers..."):
+        report = run_reconcile(factory, providers=payment_providers(settings), settings=settings)
     console.print(
         f"Credited {report.credited} (of which {report.found_paid} found paid at the provider), "
         f"failed {report.failed}, expired {report.expired}, still pending {report.still_pending}."
@@ -177,17 +154,12 @@ def check_ledger() -> None:
     """Verify the ledger: balanced transfers, kept balances equal to entries, floors held."""
     from airtime.ledger.service import check_invariants
 
-    settings = get_settings()
-    engine = engine_from_settings(settings)
-    try:
-        with unit_of_work(make_session_factory(engine)) as session:
-            problems = check_invariants(session)
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        problems = check_invariants(session)
     if problems:
         for problem in problems:
             errors.print(problem, highlight=False)
-        _fail(f"{len(problems)} problem(s) found in the ledger.")
+        fail(f"{len(problems)} problem(s) found in the ledger.")
     console.print("Ledger is balanced.")
 
 

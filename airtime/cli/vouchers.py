@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from airtime.cli.common import console, database_session, fail, session_factory
 from airtime.config import get_settings
-from airtime.db.session import engine_from_settings, make_session_factory, unit_of_work
 from airtime.errors import AppError
 from airtime.money import format_money, parse_money
 
@@ -19,19 +18,12 @@ vouchers_app = typer.Typer(help="Voucher batches: generate, release, block, expi
 outlets_app = typer.Typer(
     help="Retail outlets that sell vouchers from a prepaid float.", no_args_is_help=True
 )
-console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(message: str) -> None:
-    errors.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code=2)
 
 
 def _serial(text: str) -> int:
     digits = text.replace(" ", "").replace("-", "")
     if not digits.isdigit():
-        _fail(f"{text!r} is not a serial number.")
+        fail(f"{text!r} is not a serial number.")
     return int(digits)
 
 
@@ -66,34 +58,28 @@ def generate(
             export_path=out,
         )
     except AppError as error:
-        _fail(error.detail)
+        fail(error.detail)
     except ValueError:
-        _fail(f"{expires!r} is not a date (YYYY-MM-DD).")
-    engine = engine_from_settings(settings)
+        fail(f"{expires!r} is not a date (YYYY-MM-DD).")
     progress = Progress(
         TextColumn("Generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
     )
-    try:
-        with progress:
-            task = progress.add_task("vouchers", total=quantity)
-            batch = generate_batch(
-                make_session_factory(engine),
-                settings=settings,
-                currency=currency,
-                face_value_minor=face_value_minor,
-                quantity=quantity,
-                expires_on=expires_on,
-                export_path=out,
-                created_by=created_by,
-                validity_days=validity_days,
-                outlet_code=outlet,
-                distributor=distributor,
-                on_progress=lambda done: progress.advance(task, done),
-            )
-    except AppError as error:
-        _fail(error.detail)
-    finally:
-        engine.dispose()
+    with session_factory() as factory, progress:
+        task = progress.add_task("vouchers", total=quantity)
+        batch = generate_batch(
+            factory,
+            settings=settings,
+            currency=currency,
+            face_value_minor=face_value_minor,
+            quantity=quantity,
+            expires_on=expires_on,
+            export_path=out,
+            created_by=created_by,
+            validity_days=validity_days,
+            outlet_code=outlet,
+            distributor=distributor,
+            on_progress=lambda done: progress.advance(task, done),
+        )
     console.print(
         f"Batch {batch.batch_id}: {batch.quantity} × {format_money(face_value_minor, currency)}, "
         f"serials {batch.serial_first:012d}-{batch.serial_last:012d}, PINs in {out} "
@@ -113,21 +99,14 @@ def release(
     """Activate a serial range that was sold or handed over paid."""
     from airtime.vouchers.service import activate_range
 
-    settings = get_settings()
-    engine = engine_from_settings(settings)
-    try:
-        with unit_of_work(make_session_factory(engine)) as session:
-            count = activate_range(
-                session,
-                serial_first=_serial(first),
-                serial_last=_serial(last or first),
-                actor=actor,
-                outlet_code=outlet,
-            )
-    except AppError as error:
-        _fail(error.detail)
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        count = activate_range(
+            session,
+            serial_first=_serial(first),
+            serial_last=_serial(last or first),
+            actor=actor,
+            outlet_code=outlet,
+        )
     console.print(f"Released {count} voucher(s).")
 
 
@@ -142,22 +121,15 @@ def block_command(
     """Block (or with --unblock, unblock) vouchers; a reason is required."""
     from airtime.vouchers import service
 
-    settings = get_settings()
-    engine = engine_from_settings(settings)
     action = service.unblock if unblock else service.block
-    try:
-        with unit_of_work(make_session_factory(engine)) as session:
-            count = action(
-                session,
-                serial_first=_serial(first),
-                serial_last=_serial(last or first),
-                actor=actor,
-                reason=reason,
-            )
-    except AppError as error:
-        _fail(error.detail)
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        count = action(
+            session,
+            serial_first=_serial(first),
+            serial_last=_serial(last or first),
+            actor=actor,
+            reason=reason,
+        )
     console.print(f"{'Unblocked' if unblock else 'Blocked'} {count} voucher(s).")
 
 
@@ -166,13 +138,8 @@ def expire() -> None:
     """Expire vouchers past their date; the value of sold ones goes to breakage."""
     from airtime.vouchers.service import expire_due
 
-    settings = get_settings()
-    engine = engine_from_settings(settings)
-    try:
-        with console.status("Expiring vouchers..."):
-            count = expire_due(make_session_factory(engine))
-    finally:
-        engine.dispose()
+    with session_factory() as factory, console.status("Expiring vouchers..."):
+        count = expire_due(factory)
     console.print(f"Expired {count} voucher(s).")
 
 
@@ -184,15 +151,10 @@ def unlock_command(
     """Lift a redemption lockout (too many wrong PINs) for a line, customer or address."""
     from airtime.vouchers.service import unlock
 
-    settings = get_settings()
-    engine = engine_from_settings(settings)
-    try:
-        with unit_of_work(make_session_factory(engine)) as session:
-            unlocked = unlock(session, key=key, actor=actor)
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        unlocked = unlock(session, key=key, actor=actor)
     if not unlocked:
-        _fail(f"{key} is not locked.")
+        fail(f"{key} is not locked.")
     console.print(f"{key} unlocked.")
 
 
@@ -201,21 +163,14 @@ def show(serial: Annotated[str, typer.Argument(help="Serial number.")]) -> None:
     """A voucher's state and history by serial (never its PIN)."""
     from airtime.vouchers.service import by_serial
 
-    settings = get_settings()
-    engine = engine_from_settings(settings)
-    try:
-        with unit_of_work(make_session_factory(engine)) as session:
-            voucher, events = by_serial(session, _serial(serial))
-            console.print(
-                f"{voucher.serial:012d} {format_money(voucher.face_value_minor, voucher.currency)} "
-                f"{voucher.state}, expires {voucher.expires_on}"
-            )
-            for event in events:
-                console.print(f"  {event.at:%Y-%m-%d %H:%M} {event.event} by {event.actor} {event.reason}")
-    except AppError as error:
-        _fail(error.detail)
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        voucher, events = by_serial(session, _serial(serial))
+        console.print(
+            f"{voucher.serial:012d} {format_money(voucher.face_value_minor, voucher.currency)} "
+            f"{voucher.state}, expires {voucher.expires_on}"
+        )
+        for event in events:
+            console.print(f"  {event.at:%Y-%m-%d %H:%M} {event.event} by {event.actor} {event.reason}")
 
 
 @outlets_app.command("create")
@@ -230,15 +185,9 @@ def create_outlet(
 
     settings = get_settings()
     currency = currency or settings.default_currency
-    engine = engine_from_settings(settings)
-    try:
+    with database_session() as session:
         limit = parse_money(credit_limit, currency).amount_minor
-        with unit_of_work(make_session_factory(engine)) as session:
-            create(session, code=code, name=name, currency=currency, credit_limit_minor=limit)
-    except AppError as error:
-        _fail(error.detail)
-    finally:
-        engine.dispose()
+        create(session, code=code, name=name, currency=currency, credit_limit_minor=limit)
     console.print(f"Outlet {code} created.")
 
 
@@ -251,19 +200,12 @@ def fund(
     """Record money received from an outlet: its float goes up."""
     from airtime.vouchers.service import fund_outlet, outlet_by_code
 
-    settings = get_settings()
-    engine = engine_from_settings(settings)
-    try:
-        with unit_of_work(make_session_factory(engine)) as session:
-            outlet = outlet_by_code(session, code)
-            fund_outlet(
-                session,
-                outlet=outlet,
-                amount_minor=parse_money(amount, outlet.currency).amount_minor,
-                reference=reference,
-            )
-    except AppError as error:
-        _fail(error.detail)
-    finally:
-        engine.dispose()
+    with database_session() as session:
+        outlet = outlet_by_code(session, code)
+        fund_outlet(
+            session,
+            outlet=outlet,
+            amount_minor=parse_money(amount, outlet.currency).amount_minor,
+            reference=reference,
+        )
     console.print(f"Outlet {code} funded.")
