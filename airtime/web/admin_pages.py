@@ -14,23 +14,20 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from airtime.accounts import service as accounts
 from airtime.accounts.models import StaffUser
 from airtime.config import Settings
 from airtime.db.session import unit_of_work
-from airtime.errors import AppError, AuthenticationFailed, PermissionDenied, ValidationFailed
+from airtime.errors import AppError, PermissionDenied, ValidationFailed
 from airtime.money import parse_money
 from airtime.vouchers import service as vouchers
 from airtime.vouchers.models import VoucherBatch
 from airtime.web.context import (
-    STAFF_COOKIE,
     check_csrf,
-    read_signed_cookie,
     redirect,
     render,
-    set_signed_cookie,
     visitor,
 )
+from airtime.web.staff import current_staff, staff_login
 
 router = APIRouter(include_in_schema=False)
 CsrfChecked = Depends(check_csrf)
@@ -47,12 +44,8 @@ def _settings(request: Request) -> Settings:
 
 def _staff(request: Request, session: Session, roles: tuple[str, ...]) -> StaffUser | None:
     """The logged-in staff member if their role is one of ``roles``; refuses other roles."""
-    token = read_signed_cookie(request, STAFF_COOKIE, _settings(request))
-    auth = accounts.resolve_session(session, token=token, kind="staff") if token else None
-    staff = session.get(StaffUser, auth.staff_user_id) if auth and auth.staff_user_id else None
-    if staff is None or not staff.active:
-        return None
-    if staff.role not in roles:
+    staff = current_staff(request, session)
+    if staff is not None and staff.role not in roles:
         raise PermissionDenied("Your role (%(role)s) cannot do this.", role=staff.role)
     return staff
 
@@ -77,38 +70,16 @@ def login(
     email: Annotated[str, Form(max_length=254)] = "",
     password: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    settings = _settings(request)
-    factory = request.app.state.session_factory
-    try:
-        with unit_of_work(factory) as session:
-            who = visitor(request, session)
-            ip_address = request.client.host if request.client else ""
-            staff = accounts.authenticate_staff(
-                session, email=email, password=password, ip_address=ip_address, settings=settings
-            )
-            if staff.role not in LOOKUP_ROLES:
-                raise AuthenticationFailed("This account cannot use the staff pages.")
-            token = accounts.open_session(
-                session,
-                kind="staff",
-                lifetime=timedelta(hours=STAFF_SESSION_HOURS),
-                staff_user_id=staff.id,
-                ip_address=ip_address,
-                user_agent=request.headers.get("user-agent", ""),
-            )
-    except AppError as error:
-        with unit_of_work(factory) as session:
-            who = visitor(request, session)
-            return render(
-                request,
-                who,
-                "admin_login.html",
-                {"email": email, "error": error},
-                status_code=error.status_code,
-            )
-    response = redirect("/admin/vouchers", who, settings)
-    set_signed_cookie(response, STAFF_COOKIE, token, settings, max_age=STAFF_SESSION_HOURS * 3600)
-    return response
+    return staff_login(
+        request,
+        email=email,
+        password=password,
+        template="admin_login.html",
+        success_url="/admin/vouchers",
+        may_enter=lambda staff: staff.role in LOOKUP_ROLES,
+        refusal="This account cannot use the staff pages.",
+        session_hours=STAFF_SESSION_HOURS,
+    )
 
 
 def _page(request: Request, session: Session, staff: StaffUser, **extra: object) -> Response:

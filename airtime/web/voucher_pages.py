@@ -16,7 +16,7 @@ from airtime.accounts.models import StaffUser
 from airtime.clock import today, utcnow
 from airtime.config import Settings
 from airtime.db.session import unit_of_work
-from airtime.errors import AppError, AuthenticationFailed
+from airtime.errors import AppError
 from airtime.ledger.models import Entry, Transfer
 from airtime.ledger.service import balance_of
 from airtime.topups import service as topups
@@ -30,9 +30,9 @@ from airtime.web.context import (
     read_signed_cookie,
     redirect,
     render,
-    set_signed_cookie,
     visitor,
 )
+from airtime.web.staff import current_staff, staff_login
 
 router = APIRouter(include_in_schema=False)
 CsrfChecked = Depends(check_csrf)
@@ -109,10 +109,8 @@ def redeem(
 
 def _outlet_staff(request: Request, session: Session) -> tuple[StaffUser, Outlet] | None:
     """The logged-in outlet staff member and their outlet, or None."""
-    token = read_signed_cookie(request, STAFF_COOKIE, _settings(request))
-    auth = accounts.resolve_session(session, token=token, kind="staff") if token else None
-    staff = session.get(StaffUser, auth.staff_user_id) if auth and auth.staff_user_id else None
-    if staff is None or not staff.active or staff.outlet_id is None:
+    staff = current_staff(request, session)
+    if staff is None or staff.outlet_id is None:
         return None
     outlet = session.get(Outlet, staff.outlet_id)
     return (staff, outlet) if outlet is not None and outlet.active else None
@@ -131,37 +129,16 @@ def outlet_login(
     email: Annotated[str, Form(max_length=254)] = "",
     password: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    settings = _settings(request)
-    factory = request.app.state.session_factory
-    try:
-        with unit_of_work(factory) as session:
-            who = visitor(request, session)
-            staff = accounts.authenticate_staff(
-                session, email=email, password=password, ip_address=_ip(request), settings=settings
-            )
-            if staff.outlet_id is None:
-                raise AuthenticationFailed("This account does not belong to an outlet.")
-            token = accounts.open_session(
-                session,
-                kind="staff",
-                lifetime=timedelta(hours=STAFF_SESSION_HOURS),
-                staff_user_id=staff.id,
-                ip_address=_ip(request),
-                user_agent=request.headers.get("user-agent", ""),
-            )
-    except AppError as error:
-        with unit_of_work(factory) as session:
-            who = visitor(request, session)
-            return render(
-                request,
-                who,
-                "outlet_login.html",
-                {"email": email, "error": error},
-                status_code=error.status_code,
-            )
-    response = redirect("/outlet", who, settings)
-    set_signed_cookie(response, STAFF_COOKIE, token, settings, max_age=STAFF_SESSION_HOURS * 3600)
-    return response
+    return staff_login(
+        request,
+        email=email,
+        password=password,
+        template="outlet_login.html",
+        success_url="/outlet",
+        may_enter=lambda staff: staff.outlet_id is not None,
+        refusal="This account does not belong to an outlet.",
+        session_hours=STAFF_SESSION_HOURS,
+    )
 
 
 @router.get("/outlet", response_class=HTMLResponse)
