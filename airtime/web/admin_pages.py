@@ -18,6 +18,7 @@ from airtime.accounts.models import StaffUser
 from airtime.config import Settings
 from airtime.db.session import unit_of_work
 from airtime.errors import AppError, PermissionDenied, ValidationFailed
+from airtime.i18n import N_
 from airtime.money import parse_money
 from airtime.vouchers import service as vouchers
 from airtime.vouchers.models import VoucherBatch
@@ -77,7 +78,7 @@ def login(
         template="admin_login.html",
         success_url="/admin/vouchers",
         may_enter=lambda staff: staff.role in LOOKUP_ROLES,
-        refusal="This account cannot use the staff pages.",
+        refusal=N_("This account cannot use the staff pages."),
         session_hours=STAFF_SESSION_HOURS,
     )
 

@@ -17,6 +17,7 @@ from airtime.clock import today, utcnow
 from airtime.config import Settings
 from airtime.db.session import unit_of_work
 from airtime.errors import AppError
+from airtime.i18n import N_
 from airtime.ledger.models import Entry, Transfer
 from airtime.ledger.service import balance_of
 from airtime.topups import service as topups
@@ -136,7 +137,7 @@ def outlet_login(
         template="outlet_login.html",
         success_url="/outlet",
         may_enter=lambda staff: staff.outlet_id is not None,
-        refusal="This account does not belong to an outlet.",
+        refusal=N_("This account does not belong to an outlet."),
         session_hours=STAFF_SESSION_HOURS,
     )
 
