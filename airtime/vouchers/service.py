@@ -50,6 +50,7 @@ SERIALS_PER_BATCH = 10_000_000
 BATCH_QUANTITY_MAX = SERIALS_PER_BATCH - 1
 GENERATION_CHUNK = 10_000
 EXPIRY_CHUNK = 5_000
+BLOCKABLE_STATES = (VoucherState.GENERATED, VoucherState.ACTIVE)
 _vouchers = cast(Table, Voucher.__table__)
 PRINT_SHEET_CSS = (
     "body{font-family:sans-serif}"
@@ -579,14 +580,13 @@ def block(session: Session, *, serial_first: int, serial_last: int, actor: str, 
     """Block vouchers (stolen, damaged): they cannot be redeemed until unblocked."""
     if not reason.strip():
         raise ValidationFailed("Give a reason for blocking.", field="reason")
-    count = 0
-    for state in (VoucherState.GENERATED, VoucherState.ACTIVE):
-        count += session.execute(
-            update(Voucher)
-            .where(Voucher.serial.between(serial_first, serial_last), Voucher.state == state)
-            .values(state=VoucherState.BLOCKED, state_before_block=state, state_changed_at=utcnow())
-            .execution_options(synchronize_session=False)
-        ).rowcount  # type: ignore[attr-defined]
+    # SET reads the row as it was, so each voucher remembers the state it is blocked from.
+    count = session.execute(
+        update(Voucher)
+        .where(Voucher.serial.between(serial_first, serial_last), Voucher.state.in_(BLOCKABLE_STATES))
+        .values(state=VoucherState.BLOCKED, state_before_block=Voucher.state, state_changed_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
     if count:
         _event(
             session,
@@ -605,18 +605,16 @@ def unblock(session: Session, *, serial_first: int, serial_last: int, actor: str
     """Undo a block: each voucher returns to the state it had."""
     if not reason.strip():
         raise ValidationFailed("Give a reason for unblocking.", field="reason")
-    count = 0
-    for state in (VoucherState.GENERATED, VoucherState.ACTIVE):
-        count += session.execute(
-            update(Voucher)
-            .where(
-                Voucher.serial.between(serial_first, serial_last),
-                Voucher.state == VoucherState.BLOCKED,
-                Voucher.state_before_block == state,
-            )
-            .values(state=state, state_before_block="", state_changed_at=utcnow())
-            .execution_options(synchronize_session=False)
-        ).rowcount  # type: ignore[attr-defined]
+    count = session.execute(
+        update(Voucher)
+        .where(
+            Voucher.serial.between(serial_first, serial_last),
+            Voucher.state == VoucherState.BLOCKED,
+            Voucher.state_before_block.in_(BLOCKABLE_STATES),
+        )
+        .values(state=Voucher.state_before_block, state_before_block="", state_changed_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
     if count:
         _event(
             session,
