@@ -581,12 +581,14 @@ def block(session: Session, *, serial_first: int, serial_last: int, actor: str, 
     if not reason.strip():
         raise ValidationFailed("Give a reason for blocking.", field="reason")
     # SET reads the row as it was, so each voucher remembers the state it is blocked from.
-    count = session.execute(
-        update(Voucher)
-        .where(Voucher.serial.between(serial_first, serial_last), Voucher.state.in_(BLOCKABLE_STATES))
-        .values(state=VoucherState.BLOCKED, state_before_block=Voucher.state, state_changed_at=utcnow())
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
+    count = int(
+        session.execute(
+            update(Voucher)
+            .where(Voucher.serial.between(serial_first, serial_last), Voucher.state.in_(BLOCKABLE_STATES))
+            .values(state=VoucherState.BLOCKED, state_before_block=Voucher.state, state_changed_at=utcnow())
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+    )
     if count:
         _event(
             session,
@@ -605,16 +607,18 @@ def unblock(session: Session, *, serial_first: int, serial_last: int, actor: str
     """Undo a block: each voucher returns to the state it had."""
     if not reason.strip():
         raise ValidationFailed("Give a reason for unblocking.", field="reason")
-    count = session.execute(
-        update(Voucher)
-        .where(
-            Voucher.serial.between(serial_first, serial_last),
-            Voucher.state == VoucherState.BLOCKED,
-            Voucher.state_before_block.in_(BLOCKABLE_STATES),
-        )
-        .values(state=Voucher.state_before_block, state_before_block="", state_changed_at=utcnow())
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
+    count = int(
+        session.execute(
+            update(Voucher)
+            .where(
+                Voucher.serial.between(serial_first, serial_last),
+                Voucher.state == VoucherState.BLOCKED,
+                Voucher.state_before_block.in_(BLOCKABLE_STATES),
+            )
+            .values(state=Voucher.state_before_block, state_before_block="", state_changed_at=utcnow())
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+    )
     if count:
         _event(
             session,
