@@ -17,7 +17,7 @@ from airtime.api import problems
 from airtime.api.v1.routes import router as api_v1_router
 from airtime.api.v1.topups import router as api_v1_topups_router
 from airtime.config import Settings, get_settings
-from airtime.db.session import engine_from_settings, make_session_factory, unit_of_work
+from airtime.db.session import engine_from_settings, make_session_factory
 from airtime.errors import AppError
 from airtime.jobs import Job, Scheduler
 from airtime.logging import configure_logging
@@ -30,7 +30,7 @@ from airtime.payments.registry import providers_from_settings as payment_provide
 from airtime.topups.tasks import reconcile
 from airtime.vouchers.service import expire_due
 from airtime.web.admin_pages import router as admin_pages_router
-from airtime.web.context import render, visitor
+from airtime.web.context import render_page
 from airtime.web.pages import router as pages_router
 from airtime.web.topup_pages import router as topup_pages_router
 from airtime.web.voucher_pages import router as voucher_pages_router
@@ -98,9 +98,7 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     app.state.payment_providers = payment_providers_from_settings(settings)
 
     async def html_error(request: Request, error: AppError) -> Response:
-        with unit_of_work(session_factory) as session:
-            who = visitor(request, session)
-            return render(request, who, "error.html", {"error": error}, status_code=error.status_code)
+        return render_page(request, "error.html", {"error": error}, status_code=error.status_code)
 
     problems.install(app, html_error=html_error)
     problems.document_problems(app)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from airtime.accounts.models import Customer
 from airtime.accounts.service import resolve_session
 from airtime.config import Settings
+from airtime.db.session import unit_of_work
 from airtime.errors import CsrfFailed
 from airtime.i18n import HTML_LANG, LANGUAGES, negotiate, parse_language
 from airtime.security import new_token, token_hash
@@ -128,6 +129,15 @@ def render(
     finish(response, who, settings)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def render_page(
+    request: Request, template: str, context: dict[str, Any] | None = None, *, status_code: int = 200
+) -> HTMLResponse:
+    """Render in a unit of work of its own: for forms shown again after a refusal, when the
+    refused request's own transaction has already ended."""
+    with unit_of_work(request.app.state.session_factory) as session:
+        return render(request, visitor(request, session), template, context, status_code=status_code)
 
 
 def finish(response: Response, who: Visitor, settings: Settings) -> Response:

@@ -25,6 +25,7 @@ from airtime.web.context import (
     check_csrf,
     redirect,
     render,
+    render_page,
     session_hash,
     set_signed_cookie,
     visitor,
@@ -56,16 +57,12 @@ def _safe_next(next_url: str | None) -> str:
 
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request) -> Response:
-    with unit_of_work(request.app.state.session_factory) as session:
-        who = visitor(request, session)
-        return render(request, who, "home.html")
+    return render_page(request, "home.html")
 
 
 @router.get("/register", response_class=HTMLResponse)
 def register_form(request: Request) -> Response:
-    with unit_of_work(request.app.state.session_factory) as session:
-        who = visitor(request, session)
-        return render(request, who, "register.html", {"email": "", "error": None})
+    return render_page(request, "register.html", {"email": "", "error": None})
 
 
 @router.post("/register", response_class=HTMLResponse, dependencies=[CsrfChecked])
@@ -91,11 +88,8 @@ def register(
                 user_agent=request.headers.get("user-agent", ""),
             )
     except AppError as error:
-        with unit_of_work(factory) as session:
-            who = visitor(request, session)
-            return render(
-                request, who, "register.html", {"email": email, "error": error}, status_code=error.status_code
-            )
+        context = {"email": email, "error": error}
+        return render_page(request, "register.html", context, status_code=error.status_code)
     response = redirect("/lines", who, settings)
     set_signed_cookie(
         response, SESSION_COOKIE, token, settings, max_age=settings.customer_session_hours * 3600
@@ -105,9 +99,7 @@ def register(
 
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, next: str | None = None) -> Response:
-    with unit_of_work(request.app.state.session_factory) as session:
-        who = visitor(request, session)
-        return render(request, who, "login.html", {"email": "", "error": None, "next": _safe_next(next)})
+    return render_page(request, "login.html", {"email": "", "error": None, "next": _safe_next(next)})
 
 
 @router.post("/login", response_class=HTMLResponse, dependencies=[CsrfChecked])
@@ -134,10 +126,8 @@ def login(
                 user_agent=request.headers.get("user-agent", ""),
             )
     except AppError as error:
-        with unit_of_work(factory) as session:
-            who = visitor(request, session)
-            context = {"email": email, "error": error, "next": _safe_next(next)}
-            return render(request, who, "login.html", context, status_code=error.status_code)
+        context = {"email": email, "error": error, "next": _safe_next(next)}
+        return render_page(request, "login.html", context, status_code=error.status_code)
     response = redirect(_safe_next(next), who, settings)
     set_signed_cookie(
         response, SESSION_COOKIE, token, settings, max_age=settings.customer_session_hours * 3600
@@ -168,9 +158,7 @@ def switch_language(
     try:
         chosen = require_language(language)
     except AppError as error:
-        with unit_of_work(factory) as session:
-            who = visitor(request, session)
-            return render(request, who, "error.html", {"error": error}, status_code=error.status_code)
+        return render_page(request, "error.html", {"error": error}, status_code=error.status_code)
     with unit_of_work(factory) as session:
         who = visitor(request, session)
         if who.customer is not None:
@@ -183,9 +171,7 @@ def switch_language(
 
 @router.get("/forgot-password", response_class=HTMLResponse)
 def forgot_form(request: Request) -> Response:
-    with unit_of_work(request.app.state.session_factory) as session:
-        who = visitor(request, session)
-        return render(request, who, "forgot_password.html", {"email": "", "error": None, "sent": False})
+    return render_page(request, "forgot_password.html", {"email": "", "error": None, "sent": False})
 
 
 @router.post("/forgot-password", response_class=HTMLResponse, dependencies=[CsrfChecked])
@@ -193,16 +179,11 @@ def forgot(request: Request, email: Annotated[str, Form(max_length=254)] = "") -
     factory = request.app.state.session_factory
     try:
         with unit_of_work(factory) as session:
-            who = visitor(request, session)
             accounts.request_password_reset(session, email=email, settings=_settings(request))
     except AppError as error:
-        with unit_of_work(factory) as session:
-            who = visitor(request, session)
-            context = {"email": email, "error": error, "sent": False}
-            return render(request, who, "forgot_password.html", context, status_code=error.status_code)
-    with unit_of_work(factory) as session:
-        who = visitor(request, session)
-        return render(request, who, "forgot_password.html", {"email": email, "error": None, "sent": True})
+        context = {"email": email, "error": error, "sent": False}
+        return render_page(request, "forgot_password.html", context, status_code=error.status_code)
+    return render_page(request, "forgot_password.html", {"email": email, "error": None, "sent": True})
 
 
 @router.get("/reset-password/{token}", response_class=HTMLResponse)
@@ -227,11 +208,9 @@ def reset(request: Request, token: str, password: Annotated[str, Form(max_length
             who = visitor(request, session)
             accounts.reset_password(session, token=token, new_password=password, settings=settings)
     except AppError as error:
-        with unit_of_work(factory) as session:
-            who = visitor(request, session)
-            still_usable = error.code == "validation_failed"
-            context = {"token": token if still_usable else None, "error": error}
-            return render(request, who, "reset_password.html", context, status_code=error.status_code)
+        still_usable = error.code == "validation_failed"
+        context = {"token": token if still_usable else None, "error": error}
+        return render_page(request, "reset_password.html", context, status_code=error.status_code)
     response = redirect("/login?reset=1", who, settings)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -266,13 +245,9 @@ def change_password(
                 keep_session_hash=session_hash(who),
             )
     except AppError as error:
-        with unit_of_work(factory) as session:
-            who = visitor(request, session)
-            context = {"error": error, "done": False}
-            return render(request, who, "change_password.html", context, status_code=error.status_code)
-    with unit_of_work(factory) as session:
-        who = visitor(request, session)
-        return render(request, who, "change_password.html", {"error": None, "done": True})
+        context = {"error": error, "done": False}
+        return render_page(request, "change_password.html", context, status_code=error.status_code)
+    return render_page(request, "change_password.html", {"error": None, "done": True})
 
 
 @router.get("/lines", response_class=HTMLResponse)

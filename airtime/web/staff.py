@@ -15,7 +15,14 @@ from airtime.accounts.models import StaffUser
 from airtime.config import Settings
 from airtime.db.session import unit_of_work
 from airtime.errors import AppError, AuthenticationFailed
-from airtime.web.context import STAFF_COOKIE, read_signed_cookie, redirect, render, set_signed_cookie, visitor
+from airtime.web.context import (
+    STAFF_COOKIE,
+    read_signed_cookie,
+    redirect,
+    render_page,
+    set_signed_cookie,
+    visitor,
+)
 
 
 def current_staff(request: Request, session: Session) -> StaffUser | None:
@@ -60,10 +67,7 @@ def staff_login(
                 user_agent=request.headers.get("user-agent", ""),
             )
     except AppError as error:
-        with unit_of_work(factory) as session:
-            who = visitor(request, session)
-            context = {"email": email, "error": error}
-            return render(request, who, template, context, status_code=error.status_code)
+        return render_page(request, template, {"email": email, "error": error}, status_code=error.status_code)
     response = redirect(success_url, who, settings)
     set_signed_cookie(response, STAFF_COOKIE, token, settings, max_age=session_hours * 3600)
     return response
