@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from airtime.db.base import Base, BigId, UTCDateTime
@@ -46,6 +46,8 @@ class Plan(Base):
     suspension_days: Mapped[int] = mapped_column(Integer, default=60)
     quarantine_days: Mapped[int] = mapped_column(Integer, default=90)
     forfeit_balance_on_termination: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Charged from the top-up that brings a suspended line back (never more than its balance).
+    reactivation_fee_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -63,18 +65,40 @@ class Customer(Base):
 
 
 class Line(Base):
-    """One subscriber number with its SIM, plan, lifecycle state, validity and ledger accounts."""
+    """One subscriber number with its SIM, plan, lifecycle state, validity and ledger accounts.
+
+    A terminated line keeps its row (history, care) and holds its number through quarantine;
+    when the number is released it may be given to a new line, so a number is unique only
+    among lines that still hold it.
+    """
 
     __tablename__ = "lines"
+    __table_args__ = (
+        Index(
+            "uq_lines_msisdn_held",
+            "msisdn",
+            unique=True,
+            sqlite_where=text("number_released_at IS NULL"),
+            postgresql_where=text("number_released_at IS NULL"),
+        ),
+        # The lifecycle sweep looks lines up by state and validity date.
+        Index("ix_lines_state_validity_date", "state", "validity_date"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True, nullable=True)
-    msisdn: Mapped[str] = mapped_column(String(16), unique=True)
+    msisdn: Mapped[str] = mapped_column(String(16), index=True)
     iccid: Mapped[str | None] = mapped_column(String(22), unique=True, nullable=True)
     plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id"))
-    state: Mapped[str] = mapped_column(String(20), default=LineState.PENDING_ACTIVATION, index=True)
-    validity_date: Mapped[date | None] = mapped_column(Date, nullable=True, index=True)
+    state: Mapped[str] = mapped_column(String(20), default=LineState.PENDING_ACTIVATION)
+    validity_date: Mapped[date | None] = mapped_column(Date, nullable=True)
     state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set when quarantine ends after termination: the number is free for a new line.
+    number_released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Alert the subscriber when the main balance falls under this (None: no alert); the
+    # alert is sent once per fall and re-armed when the balance is back at or above it.
+    low_balance_threshold_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    low_balance_alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     main_account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
     bonus_account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
     nickname: Mapped[str] = mapped_column(String(60), default="")

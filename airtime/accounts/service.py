@@ -397,7 +397,19 @@ def add_line(
     plan = session.scalar(select(Plan).where(Plan.code == plan_code))
     if plan is None:
         raise NotFound("No plan %(plan)s.", plan=plan_code)
-    if session.scalar(select(Line.id).where(Line.msisdn == msisdn)) is not None:
+    holder = session.execute(
+        select(Line.state, Line.state_changed_at, Plan.quarantine_days)
+        .join(Plan, Plan.id == Line.plan_id)
+        .where(Line.msisdn == msisdn, Line.number_released_at.is_(None))
+    ).first()
+    if holder is not None:
+        if holder.state == LineState.TERMINATED:
+            raise Conflict(
+                "The number %(msisdn)s is in quarantine until %(date)s.",
+                msisdn=msisdn,
+                date=(holder.state_changed_at + timedelta(days=holder.quarantine_days)).date().isoformat(),
+                field="msisdn",
+            )
         raise Conflict("The number %(msisdn)s is already in use.", msisdn=msisdn, field="msisdn")
     # Account codes carry a fresh suffix: a number recycled after quarantine gets new accounts.
     suffix = uuid.uuid4().hex[:12]

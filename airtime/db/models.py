@@ -24,3 +24,4 @@ from airtime.vouchers.models import (  # noqa: E402, F401
     VoucherBatch,
     VoucherEvent,
 )
+from airtime.lifecycle.models import LineTransition  # noqa: E402, F401

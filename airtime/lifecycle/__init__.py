@@ -1,0 +1,1 @@
+"""Number keeping: line lifecycle, the sweep, reminders and low-balance alerts."""
