@@ -107,7 +107,7 @@ def active_bundles(session: Session, currency: str) -> list[Bundle]:
 def find_topupable_line(session: Session, *, msisdn: str, settings: Settings) -> Line:
     """The line behind a typed number, if it can take a top-up (refusals say why)."""
     normalized = normalize_msisdn(msisdn, default_region=settings.default_region)
-    line = session.scalar(select(Line).where(Line.msisdn == normalized))
+    line = session.scalar(select(Line).where(Line.msisdn == normalized, Line.number_released_at.is_(None)))
     if line is None:
         raise LineNotTopupable(
             "%(msisdn)s is not a %(operator)s number. Check the number and try again.",
@@ -577,6 +577,34 @@ def credit(
     )
     if bundle is not None:
         grant_bundle(session, line=line, bundle=bundle, source=transfer_id)
+    new_validity = _apply_validity(
+        session,
+        line=line,
+        plan=plan,
+        order=order,
+        bundle=bundle,
+        validity_days_override=validity_days_override,
+        now=now,
+    )
+    order.balance_after_minor = balance_of(session, line.main_account_id)
+    order.validity_after = new_validity.isoformat() if new_validity else None
+    session.flush()
+    _send_receipt(session, order=order, bundle=bundle, settings=settings)
+    return True
+
+
+def _apply_validity(
+    session: Session,
+    *,
+    line: Line,
+    plan: Plan,
+    order: TopupOrder,
+    bundle: Bundle | None,
+    validity_days_override: int | None,
+    now: datetime,
+) -> date | None:
+    """A credited top-up's effect on the line: its new validity date, and its state restored."""
+    if bundle is not None:
         new_validity = validity_after_activity(plan, current=line.validity_date, today=today())
     elif validity_days_override is not None:
         start = max(line.validity_date, today()) if line.validity_date else today()
@@ -593,11 +621,7 @@ def credit(
     ):
         line.state = LineState.ACTIVE
         line.state_changed_at = now
-    order.balance_after_minor = balance_of(session, line.main_account_id)
-    order.validity_after = new_validity.isoformat() if new_validity else None
-    session.flush()
-    _send_receipt(session, order=order, bundle=bundle, settings=settings)
-    return True
+    return new_validity
 
 
 def grant_bundle(session: Session, *, line: Line, bundle: Bundle, source: str) -> None:
