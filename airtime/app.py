@@ -20,6 +20,8 @@ from airtime.config import Settings, get_settings
 from airtime.db.session import engine_from_settings, make_session_factory
 from airtime.errors import AppError
 from airtime.jobs import Job, Scheduler
+from airtime.lifecycle.reminders import send_reminders
+from airtime.lifecycle.service import sweep
 from airtime.logging import configure_logging
 from airtime.metrics import MetricsMiddleware, metrics_response
 from airtime.notifications.providers import providers_from_settings
@@ -52,6 +54,11 @@ def background_jobs(
             name="expire-vouchers",
             interval_seconds=settings.voucher_expiry_interval_seconds,
             run=lambda: expire_due(session_factory),
+        ),
+        Job(
+            name="lifecycle",
+            interval_seconds=settings.lifecycle_sweep_interval_seconds,
+            run=lambda: (sweep(session_factory), send_reminders(session_factory, settings)),
         ),
     ]
 

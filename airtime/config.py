@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("var")
@@ -40,9 +40,26 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     smtp_ssl: bool = False
     smtp_timeout_seconds: float = 10.0
-    sms_provider: Literal["outbox"] = "outbox"
+    sms_provider: Literal["outbox", "twilio", "http"] = "outbox"
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    # A phone number or sender id, or a Messaging Service SID (``MG…``) to let Twilio pick.
+    twilio_from: str = ""
+    # Empty means Twilio's own API; set it only to send through a stand-in or a relay.
+    twilio_api_base_url: str = ""
+    twilio_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    sms_http_url: str = ""
+    sms_http_token: str = ""
+    sms_http_signing_secret: str = ""
+    sms_http_from: str = ""
+    sms_http_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     outbox_dir: Path = DEFAULT_DATA_DIR / "outbox"
     notification_send_attempts_max: int = Field(default=5, ge=1, le=50)
+    # Number keeping: reminders go out this many days before each deadline (once each).
+    reminder_days_before_expiry: list[int] = Field(default=[14, 7, 1])
+    reminder_days_before_suspension: list[int] = Field(default=[7, 1])
+    reminder_days_before_termination: list[int] = Field(default=[7, 1])
+    lifecycle_sweep_interval_seconds: float = Field(default=300.0, ge=1)
 
     customer_session_hours: int = Field(default=24 * 14, ge=1)
     password_reset_minutes: int = Field(default=60, ge=5, le=24 * 60)
@@ -79,6 +96,33 @@ class Settings(BaseSettings):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
+
+    @field_validator(
+        "reminder_days_before_expiry", "reminder_days_before_suspension", "reminder_days_before_termination"
+    )
+    @classmethod
+    def _check_reminder_days(cls, value: list[int]) -> list[int]:
+        if any(not 1 <= days <= 365 for days in value):
+            raise ValueError("reminder days are whole days from 1 to 365")
+        return sorted(set(value), reverse=True)
+
+    @model_validator(mode="after")
+    def _check_sms_provider_settings(self) -> Settings:
+        """Refuse to start with an SMS provider chosen but not configured, rather than fail
+        each message later in the background."""
+        required = {
+            "outbox": (),
+            "twilio": ("twilio_account_sid", "twilio_auth_token", "twilio_from"),
+            "http": ("sms_http_url", "sms_http_from"),
+        }[self.sms_provider]
+        missing = [f"AIRTIME_{name.upper()}" for name in required if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"AIRTIME_SMS_PROVIDER={self.sms_provider} needs {', '.join(missing)} to be set")
+        for name in ("twilio_api_base_url", "sms_http_url"):
+            value = getattr(self, name)
+            if value and not value.startswith(("http://", "https://")):
+                raise ValueError(f"AIRTIME_{name.upper()} must start with http:// or https://")
+        return self
 
     @property
     def is_sqlite(self) -> bool:

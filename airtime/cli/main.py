@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from airtime.cli.common import console, database_session, errors, fail, session_factory
+from airtime.cli.lifecycle import lifecycle_app
 from airtime.cli.vouchers import outlets_app, vouchers_app
 from airtime.config import Settings, get_settings
 from airtime.db.migrate import upgrade
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(vouchers_app, name="vouchers")
 app.add_typer(outlets_app, name="outlets")
+app.add_typer(lifecycle_app, name="lifecycle")
 
 
 def _migrate(settings: Settings) -> None:

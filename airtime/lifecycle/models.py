@@ -16,11 +16,9 @@ class TransitionReason:
     SUSPENSION_ENDED = "suspension_ended"  # suspended → terminated
     QUARANTINE_ENDED = "quarantine_ended"  # terminated: the number is released
     TOPUP = "topup"  # grace / suspended / pending_activation → active
+    VALIDITY_RESTORED = "validity_restored"  # grace / suspended → active after an extension
     ACTIVITY = "activity"  # a chargeable event under activity_resets
     CARE = "care"  # a staff action
-
-
-NUMBER_RELEASED = "number_released"  # the to_state recorded when quarantine ends
 
 
 class LineTransition(Base):

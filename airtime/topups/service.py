@@ -29,6 +29,7 @@ from airtime.errors import AppError, Conflict, IdempotencyConflict, NotFound, Va
 from airtime.i18n import N_
 from airtime.ledger.models import AccountKind, LedgerAccount
 from airtime.ledger.service import Leg, balance_of, operator_account, post_transfer
+from airtime.lifecycle.service import restore_after_credit
 from airtime.money import format_money, parse_money
 from airtime.notifications.service import enqueue
 from airtime.payments.base import PaymentOutcome, PaymentProvider, PaymentRequest, PaymentState
@@ -619,6 +620,16 @@ def _apply_validity(
     if line.state in (LineState.PENDING_ACTIVATION, LineState.GRACE, LineState.SUSPENDED) and (
         new_validity is None or new_validity >= today()
     ):
+        restore_after_credit(
+            session,
+            line_id=line.id,
+            from_state=line.state,
+            plan=plan,
+            main_account_id=line.main_account_id,
+            order_id=order.id,
+            validity_date=new_validity,
+            now=now,
+        )
         line.state = LineState.ACTIVE
         line.state_changed_at = now
     return new_validity
