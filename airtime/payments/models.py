@@ -43,3 +43,22 @@ class SandboxPayment(Base):
     refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SandboxCardSetup(Base):
+    """A test card "saved" on the sandbox provider's hosted page, for off-session charges.
+
+    ``card`` is the test card chosen: ``success`` always pays, ``decline`` is declined on
+    every charge (so tests and the demo can show both outcomes of an auto top-up).
+    """
+
+    __tablename__ = "sandbox_card_setups"
+
+    reference: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer_email: Mapped[str] = mapped_column(String(254))
+    return_url: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(20))  # pending, saved, failed
+    card: Mapped[str] = mapped_column(String(20), default="")
+    token: Mapped[str | None] = mapped_column(String(40), unique=True, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -29,12 +29,16 @@ from airtime.config import Settings
 from airtime.errors import AppError, Conflict
 from airtime.money import Money, parse_money
 from airtime.payments.base import (
+    OffSessionCharge,
     PaymentOutcome,
     PaymentRequest,
     PaymentStart,
     PaymentState,
     ProviderEvent,
     ProviderUnavailable,
+    SavedMethodState,
+    SaveMethodRequest,
+    SavingNotOffered,
     WebhookRefused,
 )
 
@@ -152,6 +156,9 @@ class PayPalProvider:
     webhook_id: str
     tolerance_seconds: int = 300
     name: str = "paypal"
+    # Keeping a PayPal account for later charges needs the vault (v3 payment tokens) and
+    # PayPal's approval of the merchant for it; not built yet, so auto top-up is not offered.
+    saves_methods: bool = False
     _token: str = field(default="", repr=False)
     _token_renew_at: float = 0.0  # time.monotonic() seconds
     # Webhooks run in worker threads: one token fetch at a time.
@@ -469,6 +476,15 @@ class PayPalProvider:
                 "PayPal refused the refund: %(reason)s", reason=str(body.get("message") or body.get("name"))
             )
         raise self._refused("refund the payment", status, body)
+
+    def start_saving_method(self, session: Session, request: SaveMethodRequest) -> PaymentStart:
+        raise SavingNotOffered("Saving a payment method is not offered with PayPal; choose another method.")
+
+    def fetch_saved_method(self, session: Session, reference: str) -> SavedMethodState:
+        raise SavingNotOffered("Saving a payment method is not offered with PayPal; choose another method.")
+
+    def charge_saved_method(self, session: Session, charge: OffSessionCharge) -> PaymentState:
+        raise SavingNotOffered("Saving a payment method is not offered with PayPal; choose another method.")
 
 
 def _related_order_id(capture: Mapping[str, Any]) -> str:

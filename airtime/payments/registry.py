@@ -34,3 +34,8 @@ def provider_named(providers: dict[str, PaymentProvider], name: str) -> PaymentP
             field="provider",
         )
     return provider
+
+
+def providers_saving_methods(providers: dict[str, PaymentProvider]) -> dict[str, PaymentProvider]:
+    """The providers that can keep a payment method for off-session charges (auto top-up)."""
+    return {name: provider for name, provider in providers.items() if provider.saves_methods}

@@ -7,17 +7,29 @@ provider's webhook (stored once per event id, then processed).
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from airtime.clock import utcnow
-from airtime.errors import Conflict, NotFound
-from airtime.payments.base import PaymentOutcome, PaymentRequest, PaymentStart, PaymentState, ProviderEvent
-from airtime.payments.models import SandboxPayment
+from airtime.db.dialect import insert_ignoring_conflicts
+from airtime.errors import Conflict, NotFound, ValidationFailed
+from airtime.payments.base import (
+    OffSessionCharge,
+    PaymentOutcome,
+    PaymentRequest,
+    PaymentStart,
+    PaymentState,
+    ProviderEvent,
+    SavedMethodState,
+    SaveMethodRequest,
+    SetupStatus,
+)
+from airtime.payments.models import SandboxCardSetup, SandboxPayment
 
 SANDBOX_STATUS_TO_OUTCOME = {
     "pending": PaymentOutcome.PENDING,
@@ -25,12 +37,18 @@ SANDBOX_STATUS_TO_OUTCOME = {
     "declined": PaymentOutcome.FAILED,
     "refunded": PaymentOutcome.REFUNDED,
 }
+# The test cards one can save on the sandbox's page, and how they answer an off-session charge.
+SANDBOX_CARDS = {
+    "success": "Test card •••• 4242",
+    "decline": "Test card •••• 0002 (declines)",
+}
 
 
 @dataclass
 class SandboxProvider:
     base_url: str
     name: str = "sandbox"
+    saves_methods: bool = True
 
     def start_payment(self, session: Session, request: PaymentRequest) -> PaymentStart:
         reference = "sbx_" + secrets.token_urlsafe(18)
@@ -120,4 +138,95 @@ class SandboxProvider:
             amount_minor=payment.amount_minor,
             currency=payment.currency,
             refunded_minor=payment.refunded_minor,
+        )
+
+    # --- saved payment methods (auto top-up) ------------------------------------------------
+
+    def start_saving_method(self, session: Session, request: SaveMethodRequest) -> PaymentStart:
+        reference = "sbs_" + secrets.token_urlsafe(18)
+        now = utcnow()
+        session.add(
+            SandboxCardSetup(
+                reference=reference,
+                customer_email=request.customer_email[:254],
+                return_url=request.return_url,
+                status=SetupStatus.PENDING,
+                card="",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        session.flush()
+        return PaymentStart(reference=reference, redirect_url=f"{self.base_url}/sandbox/save/{reference}")
+
+    def decide_setup(self, session: Session, reference: str, card: str) -> SandboxCardSetup:
+        """The customer's choice on the test page: save one of the test cards, or cancel."""
+        if card not in SANDBOX_CARDS and card != "cancel":
+            raise ValidationFailed("Choose one of the test cards.", field="card")
+        setup = session.get(SandboxCardSetup, reference)
+        if setup is None:
+            raise NotFound("No sandbox card setup %(reference)s.", reference=reference)
+        saved = card != "cancel"
+        # Conditional: a second click (or a second tab) changes nothing.
+        session.execute(
+            update(SandboxCardSetup)
+            .where(SandboxCardSetup.reference == reference, SandboxCardSetup.status == SetupStatus.PENDING)
+            .values(
+                status=SetupStatus.SAVED if saved else SetupStatus.FAILED,
+                card=card if saved else "",
+                token=("sbxpm_" + secrets.token_urlsafe(18)) if saved else None,
+                updated_at=utcnow(),
+            )
+            .execution_options(synchronize_session="fetch")
+        )
+        return setup
+
+    def fetch_saved_method(self, session: Session, reference: str) -> SavedMethodState:
+        setup = session.get(SandboxCardSetup, reference)
+        if setup is None:
+            raise NotFound("No sandbox card setup %(reference)s.", reference=reference)
+        return SavedMethodState(
+            reference=reference,
+            status=setup.status,
+            token=setup.token or "",
+            provider_customer="",
+            label=SANDBOX_CARDS.get(setup.card, ""),
+        )
+
+    def charge_saved_method(self, session: Session, charge: OffSessionCharge) -> PaymentState:
+        """Charge a saved test card at once. The payment's reference is derived from the
+        idempotency key, so a retry with the same key returns the first answer, as Stripe's does."""
+        setup = session.scalar(select(SandboxCardSetup).where(SandboxCardSetup.token == charge.token))
+        if setup is None or setup.status != SetupStatus.SAVED:
+            return PaymentState(
+                reference="",
+                outcome=PaymentOutcome.FAILED,
+                amount_minor=charge.amount_minor,
+                currency=charge.currency,
+                failure_code="payment_method_unusable",
+            )
+        reference = "sbx_" + hashlib.sha256(charge.idempotency_key.encode()).hexdigest()[:32]
+        now = utcnow()
+        session.execute(
+            insert_ignoring_conflicts(session, SandboxPayment.__table__).values(
+                reference=reference,
+                amount_minor=charge.amount_minor,
+                currency=charge.currency,
+                description=charge.description[:200],
+                return_url="",
+                status="succeeded" if setup.card == "success" else "declined",
+                refunded_minor=0,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        state = self.fetch_payment(session, reference)
+        return PaymentState(
+            reference=state.reference,
+            outcome=state.outcome,
+            amount_minor=state.amount_minor,
+            currency=state.currency,
+            method=SANDBOX_CARDS[setup.card],
+            failure_code=state.failure_code,
+            refunded_minor=state.refunded_minor,
         )

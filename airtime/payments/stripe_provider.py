@@ -26,12 +26,16 @@ from sqlalchemy.orm import Session
 from airtime.config import Settings
 from airtime.errors import Conflict
 from airtime.payments.base import (
+    OffSessionCharge,
     PaymentOutcome,
     PaymentRequest,
     PaymentStart,
     PaymentState,
     ProviderEvent,
     ProviderUnavailable,
+    SavedMethodState,
+    SaveMethodRequest,
+    SetupStatus,
     WebhookRefused,
 )
 
@@ -53,6 +57,8 @@ FAILED_EVENTS = {
     "checkout.session.expired": "payment_expired",
 }
 REFUND_EVENT = "charge.refunded"
+# Off-session charges (auto top-up) are PaymentIntents: their id is the order's reference.
+PAYMENT_INTENT_PREFIX = "pi_"
 
 
 @contextmanager
@@ -136,6 +142,48 @@ def session_state(checkout: Mapping[str, Any]) -> PaymentState:
     )
 
 
+def payment_intent_state(intent: Mapping[str, Any]) -> PaymentState:
+    """What a PaymentIntent (as a dict) says: the off-session charge of an auto top-up."""
+    amount_minor = int(intent.get("amount") or 0)
+    currency = str(intent.get("currency") or "").upper()
+    reference = str(intent["id"])
+    status = intent.get("status")
+    charge = _expanded(intent.get("latest_charge"))
+    refunded_minor = int(charge.get("amount_refunded") or 0) if charge else 0
+    if status == "succeeded":
+        return PaymentState(
+            reference=reference,
+            outcome=PaymentOutcome.REFUNDED
+            if amount_minor and refunded_minor >= amount_minor
+            else PaymentOutcome.SUCCEEDED,
+            amount_minor=amount_minor,
+            currency=currency,
+            method="card",
+            refunded_minor=refunded_minor,
+        )
+    if status == "processing":
+        return PaymentState(
+            reference=reference, outcome=PaymentOutcome.PENDING, amount_minor=amount_minor, currency=currency
+        )
+    # requires_payment_method (declined), requires_action (the bank wants the customer, who is
+    # not there), canceled: no money was taken.
+    return PaymentState(
+        reference=reference,
+        outcome=PaymentOutcome.FAILED,
+        amount_minor=amount_minor,
+        currency=currency,
+        failure_code="payment_declined",
+    )
+
+
+def card_label(payment_method: Mapping[str, Any]) -> str:
+    """ "Visa •••• 4242" from a PaymentMethod: the brand and last four digits Stripe shows."""
+    card = _expanded(payment_method.get("card")) or {}
+    brand = str(card.get("brand") or payment_method.get("type") or "card")
+    last4 = str(card.get("last4") or "")
+    return f"{brand.title()} •••• {last4}" if last4 else brand.title()
+
+
 def signature_time(header: str) -> datetime:
     """The ``t=`` timestamp of a (verified) ``Stripe-Signature`` header, in UTC."""
     for part in header.split(","):
@@ -168,6 +216,7 @@ class StripeProvider:
     webhook_secret: str
     tolerance_seconds: int = 300
     name: str = "stripe"
+    saves_methods: bool = True
 
     @classmethod
     def from_settings(
@@ -229,6 +278,12 @@ class StripeProvider:
         return checkout.to_dict()
 
     def fetch_payment(self, session: Session, reference: str) -> PaymentState:
+        if reference.startswith(PAYMENT_INTENT_PREFIX):
+            with _calling_stripe("retrieve payment intent"):
+                intent = self.client.v1.payment_intents.retrieve(
+                    reference, params={"expand": ["latest_charge"]}
+                )
+            return payment_intent_state(intent.to_dict())
         return session_state(self._retrieve(reference))
 
     def parse_webhook(self, body: bytes, headers: Mapping[str, str]) -> ProviderEvent | None:
@@ -312,7 +367,11 @@ class StripeProvider:
 
     def refund(self, session: Session, reference: str, amount_minor: int, idempotency_key: str) -> None:
         """Refund ``amount_minor`` of the payment now (Stripe adds it to earlier refunds)."""
-        payment_intent_id = _object_id(self._retrieve(reference).get("payment_intent"))
+        payment_intent_id = (
+            reference
+            if reference.startswith(PAYMENT_INTENT_PREFIX)
+            else _object_id(self._retrieve(reference).get("payment_intent"))
+        )
         if not payment_intent_id:
             raise Conflict("This Stripe payment was never completed, so there is nothing to refund.")
         with _calling_stripe("refund"):
@@ -330,3 +389,93 @@ class StripeProvider:
                 raise Conflict(
                     "Stripe refused the refund: %(reason)s", reason=str(error.user_message or error)[:300]
                 ) from error
+
+    # --- saved payment methods (auto top-up) ------------------------------------------------
+
+    def start_saving_method(self, session: Session, request: SaveMethodRequest) -> PaymentStart:
+        """A Checkout Session in setup mode: Stripe collects the card and keeps it on a Stripe
+        Customer (made here on the first save), for off-session charges later."""
+        customer_id = request.provider_customer
+        key = request.idempotency_key or None
+        if not customer_id:
+            with _calling_stripe("create customer"):
+                customer = self.client.v1.customers.create(
+                    params={"email": request.customer_email} if request.customer_email else {},
+                    options={"idempotency_key": f"{key}-customer" if key else None},
+                )
+            customer_id = customer.id
+        with _calling_stripe("start saving a method"):
+            checkout = self.client.v1.checkout.sessions.create(
+                params={
+                    "mode": "setup",
+                    "customer": customer_id,
+                    "allowed_payment_method_types": ["card"],
+                    "success_url": request.return_url,
+                    "cancel_url": request.cancel_url,
+                    "setup_intent_data": {"metadata": {"purpose": "auto_topup"}},
+                },
+                options={"idempotency_key": key},
+            )
+        if not checkout.url:
+            raise ProviderUnavailable("Stripe did not return a page to save the card; try again shortly.")
+        return PaymentStart(reference=checkout.id, redirect_url=checkout.url)
+
+    def fetch_saved_method(self, session: Session, reference: str) -> SavedMethodState:
+        with _calling_stripe("retrieve setup session"):
+            checkout = self.client.v1.checkout.sessions.retrieve(
+                reference, params={"expand": ["setup_intent.payment_method"]}
+            ).to_dict()
+        intent = _expanded(checkout.get("setup_intent")) or {}
+        if checkout.get("status") == "complete" and intent.get("status") == "succeeded":
+            method = _expanded(intent.get("payment_method")) or {
+                "id": _object_id(intent.get("payment_method"))
+            }
+            return SavedMethodState(
+                reference=reference,
+                status=SetupStatus.SAVED,
+                token=str(method.get("id") or ""),
+                provider_customer=_object_id(checkout.get("customer")),
+                label=card_label(method),
+            )
+        if checkout.get("status") == "expired":
+            return SavedMethodState(reference=reference, status=SetupStatus.FAILED)
+        return SavedMethodState(reference=reference, status=SetupStatus.PENDING)
+
+    def charge_saved_method(self, session: Session, charge: OffSessionCharge) -> PaymentState:
+        """A PaymentIntent confirmed at once, off-session. A decline (CardError, including
+        "authentication required": the customer is not there to pass 3-D Secure) is a failed
+        payment; any other error leaves the outcome unknown, and the caller retries with the
+        same idempotency key, which Stripe answers with the first result."""
+        with _calling_stripe("charge a saved method"):
+            try:
+                intent = self.client.v1.payment_intents.create(
+                    params={
+                        "amount": charge.amount_minor,
+                        "currency": charge.currency.lower(),
+                        "customer": charge.provider_customer,
+                        "payment_method": charge.token,
+                        "off_session": True,
+                        "confirm": True,
+                        "description": charge.description[:DESCRIPTION_LENGTH_MAX],
+                        "metadata": {"order": charge.order_public_id},
+                    },
+                    options={"idempotency_key": charge.idempotency_key},
+                )
+            except stripe.CardError as error:
+                body = _expanded(error.json_body) or {}
+                details = _expanded(body.get("error")) or {}
+                intent_id = _object_id(details.get("payment_intent"))
+                log.info(
+                    "stripe_off_session_declined",
+                    code=error.code,
+                    decline_code=details.get("decline_code"),
+                    payment_intent=intent_id,
+                )
+                return PaymentState(
+                    reference=intent_id,
+                    outcome=PaymentOutcome.FAILED,
+                    amount_minor=charge.amount_minor,
+                    currency=charge.currency,
+                    failure_code="payment_declined",
+                )
+        return payment_intent_state(intent.to_dict())

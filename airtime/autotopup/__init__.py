@@ -1,0 +1,1 @@
+"""Auto top-up: saved payment methods, rules per line and the job that charges them."""
