@@ -1,7 +1,11 @@
-"""Where messages go: a readable outbox folder (default) or a real SMTP server."""
+"""Where messages go: a readable outbox folder (default), a real SMTP server, Twilio, or an
+SMS gateway that takes JSON over HTTP."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -9,8 +13,16 @@ from email.utils import make_msgid
 from pathlib import Path
 from typing import Protocol
 
+import httpx
+
+from airtime import __version__
 from airtime.config import Settings
 from airtime.notifications.models import Notification
+
+SIGNATURE_HEADER = "X-Airtime-Signature"
+# Gateway answers that say the request itself is wrong: sending it again cannot help.
+HTTP_PERMANENT_STATUSES = frozenset({400, 422})
+GATEWAY_ERROR_TEXT_CHARS_MAX = 200
 
 
 class Provider(Protocol):
@@ -18,6 +30,19 @@ class Provider(Protocol):
 
     def send(self, notification: Notification) -> str:
         """Deliver one message; return the provider's message id. Raise on failure."""
+
+
+class DeliveryFailed(Exception):
+    """A provider refused a message or answered with an error.
+
+    ``permanent`` says that sending the same message again cannot succeed (an invalid
+    number, a recipient who opted out). The sender retries every failure alike for now,
+    up to its attempt limit; the flag is there so that it can stop early on these.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 def _email_message(notification: Notification, sender: str) -> EmailMessage:
@@ -92,6 +117,56 @@ class SmtpEmailProvider:
         return str(message["Message-ID"])
 
 
+def sign_body(secret: str, body: bytes) -> str:
+    """The ``X-Airtime-Signature`` value: hex HMAC-SHA256 of the exact body bytes sent."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class HttpSmsProvider:
+    """POSTs each SMS as JSON to a gateway; any 2xx answer means the gateway took it.
+
+    The notification id goes along as ``reference`` so that a gateway can drop a message
+    it already took, when a send is retried after an answer that was lost.
+    """
+
+    name = "http"
+
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.sms_http_url
+        self.sender = settings.sms_http_from
+        self.signing_secret = settings.sms_http_signing_secret
+        headers = {"Content-Type": "application/json", "User-Agent": f"airtime/{__version__}"}
+        if settings.sms_http_token:
+            headers["Authorization"] = f"Bearer {settings.sms_http_token}"
+        self.http = httpx.Client(headers=headers, timeout=settings.sms_http_timeout_seconds)
+
+    def send(self, notification: Notification) -> str:
+        reference = str(notification.id)
+        body = json.dumps(
+            {
+                "to": notification.recipient,
+                "from": self.sender,
+                "text": notification.body_text,
+                "reference": reference,
+            }
+        ).encode()
+        headers = {SIGNATURE_HEADER: sign_body(self.signing_secret, body)} if self.signing_secret else {}
+        # Timeouts and refused connections raise httpx errors, which the sender retries.
+        response = self.http.post(self.url, content=body, headers=headers)
+        if not response.is_success:
+            raise DeliveryFailed(
+                f"SMS gateway answered HTTP {response.status_code}: "
+                f"{response.text[:GATEWAY_ERROR_TEXT_CHARS_MAX]}",
+                permanent=response.status_code in HTTP_PERMANENT_STATUSES,
+            )
+        try:
+            answer = response.json()
+        except ValueError:
+            return reference
+        message_id = answer.get("id") if isinstance(answer, dict) else None
+        return str(message_id) if message_id not in (None, "") else reference
+
+
 def providers_from_settings(settings: Settings) -> dict[str, Provider]:
     """The provider per channel that the settings choose."""
     email: Provider
@@ -99,4 +174,14 @@ def providers_from_settings(settings: Settings) -> dict[str, Provider]:
         email = SmtpEmailProvider(settings)
     else:
         email = OutboxEmailProvider(settings.outbox_dir, settings.email_from)
-    return {"email": email, "sms": OutboxSmsProvider(settings.outbox_dir)}
+    sms: Provider
+    if settings.sms_provider == "twilio":
+        # Imported here so that processes not sending through Twilio skip loading its SDK.
+        from airtime.notifications.twilio_provider import TwilioSmsProvider
+
+        sms = TwilioSmsProvider(settings)
+    elif settings.sms_provider == "http":
+        sms = HttpSmsProvider(settings)
+    else:
+        sms = OutboxSmsProvider(settings.outbox_dir)
+    return {"email": email, "sms": sms}
