@@ -287,3 +287,42 @@ def print_ratio_table(
         ratio = figure.per_second / baseline.per_second if baseline.per_second else float("nan")
         table.add_row(figure.name, f"{figure.per_second:,.0f} {figure.unit}", f"{ratio:.2f}", figure.note)
     (console or make_console()).print(table)
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+RSS_SAMPLE_SECONDS = 0.05
+
+
+def rss_kib(pid: int | str = "self") -> int:
+    """The resident set size (VmRSS) of a process in KiB, or 0 if unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler:
+    """Samples this process's VmRSS every 50 ms in a thread, for the peak of a phase."""
+
+    def __init__(self) -> None:
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kib = max(self.peak_kib, rss_kib())
+            self._stop.wait(RSS_SAMPLE_SECONDS)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_kib = max(self.peak_kib, rss_kib())

@@ -84,6 +84,7 @@ from airtime.vouchers.models import RedemptionAttempt, RedemptionLock, Voucher, 
 from airtime.vouchers.pins import hash_pin, normalize_pin, pin_key
 from bench.common import (
     Figure,
+    RssSampler,
     add_common_arguments,
     check_common_arguments,
     machine_cpu_ticks,
@@ -92,6 +93,7 @@ from bench.common import (
     print_ratio_table,
     process_cpu_seconds,
     processes,
+    rss_kib,
     run_clients,
     run_pgbench,
     sqlalchemy_url,
@@ -113,7 +115,6 @@ WARM_UP_PER_CLIENT = 3
 GENERATION_GOAL_SECONDS = 60.0
 RATIO_GOAL = 0.3
 RSS_CHECKPOINTS = (0.1, 0.5, 1.0)
-RSS_SAMPLE_SECONDS = 0.05
 PINS_CHECKED = 20
 REQUEST_TIMEOUT_SECONDS = 15.0
 SERVER_START_TIMEOUT_SECONDS = 60.0
@@ -123,17 +124,6 @@ PGBENCH_SCALE = 10
 
 
 # --- measuring memory and the machine (Linux /proc; harmless elsewhere) ---------------------
-
-
-def rss_kib(pid: int | str = "self") -> int:
-    """The resident set size (VmRSS) of a process in KiB, or 0 if unknown."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def busy_fraction(before: tuple[int, int], after: tuple[int, int]) -> float:
@@ -149,29 +139,6 @@ def report_machine_load(console: Console, phase: str) -> None:
         console.print(
             f"[yellow]before {phase}: the machine is already {busy:.0%} busy; figures may suffer[/]"
         )
-
-
-class RssSampler:
-    """Samples this process's VmRSS every 50 ms in a thread, for the peak of a phase."""
-
-    def __init__(self) -> None:
-        self.peak_kib = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_kib = max(self.peak_kib, rss_kib())
-            self._stop.wait(RSS_SAMPLE_SECONDS)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_kib = max(self.peak_kib, rss_kib())
 
 
 # --- generation ----------------------------------------------------------------------------

@@ -81,8 +81,10 @@ class Line(Base):
             sqlite_where=text("number_released_at IS NULL"),
             postgresql_where=text("number_released_at IS NULL"),
         ),
-        # The lifecycle sweep looks lines up by state and validity date.
+        # The lifecycle sweep looks lines up by state and validity date (active → grace) or
+        # by state and the time it was entered (the later steps).
         Index("ix_lines_state_validity_date", "state", "validity_date"),
+        Index("ix_lines_state_state_changed_at", "state", "state_changed_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

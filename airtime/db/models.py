@@ -14,6 +14,8 @@ from airtime.ledger.models import Entry, LedgerAccount, Transfer  # noqa: F401
 from airtime.notifications.models import Notification  # noqa: F401
 
 metadata = Base.metadata
+from airtime.autotopup.models import AutoTopupAttempt, AutoTopupRule, SavedPaymentMethod  # noqa: E402, F401
+from airtime.lifecycle.models import LineTransition  # noqa: E402, F401
 from airtime.payments.models import PaymentEvent, SandboxCardSetup, SandboxPayment  # noqa: E402, F401
 from airtime.topups.models import AmountRule, Bundle, LineAllowance, Promotion, TopupOrder  # noqa: E402, F401
 from airtime.vouchers.models import (  # noqa: E402, F401
@@ -24,5 +26,3 @@ from airtime.vouchers.models import (  # noqa: E402, F401
     VoucherBatch,
     VoucherEvent,
 )
-from airtime.lifecycle.models import LineTransition  # noqa: E402, F401
-from airtime.autotopup.models import AutoTopupAttempt, AutoTopupRule, SavedPaymentMethod  # noqa: E402, F401

@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, select, update
+from sqlalchemy import Table, and_, func, literal, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from airtime.accounts.models import Line, LineState, Plan
 from airtime.clock import today as clock_today
 from airtime.clock import utcnow
+from airtime.db.base import UTCDateTime
 from airtime.db.dialect import is_postgresql
 from airtime.db.session import unit_of_work
 from airtime.ledger.models import AccountKind, LedgerAccount
@@ -288,7 +289,9 @@ def _move_chunk(
     session: Session, *, step: _Step, plan: Plan, today: date, chunk: int, result: SweepResult
 ) -> int:
     condition = and_(Line.state == step.from_state, Line.plan_id == plan.id, step.due(plan, today))
-    candidates = select(Line.id).where(condition).order_by(Line.id).limit(chunk)
+    # No ORDER BY: the planner walks the (state, validity_date) or (state, state_changed_at)
+    # index and stops at ``chunk`` rows; sorting every due line per chunk would not scale.
+    candidates = select(Line.id).where(condition).limit(chunk)
     if is_postgresql(session):
         candidates = candidates.with_for_update(skip_locked=True, key_share=True)
     ids = list(session.scalars(candidates))
@@ -309,20 +312,20 @@ def _move_chunk(
     ).all()
     if not rows:
         return 0
+    # One INSERT ... SELECT rather than a row per line from here.
     session.execute(
-        _transitions.insert(),
-        [
-            {
-                "line_id": row.id,
-                "from_state": step.from_state,
-                "to_state": step.to_state,
-                "reason": step.reason,
-                "validity_date": row.validity_date,
-                "actor": "system",
-                "at": now,
-            }
-            for row in rows
-        ],
+        _transitions.insert().from_select(
+            ["line_id", "from_state", "to_state", "reason", "validity_date", "actor", "at"],
+            select(
+                _lines.c.id,
+                literal(step.from_state),
+                literal(step.to_state),
+                literal(step.reason),
+                _lines.c.validity_date,
+                literal("system"),
+                literal(now, UTCDateTime()),
+            ).where(_lines.c.id.in_([row.id for row in rows])),
+        )
     )
     if step.name == "terminated":
         _terminate(session, plan=plan, rows=rows, now=now, result=result)

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
@@ -43,6 +42,7 @@ def upgrade() -> None:
         batch_op.drop_constraint(batch_op.f("uq_lines_msisdn"), type_="unique")
         batch_op.create_index(batch_op.f("ix_lines_msisdn"), ["msisdn"], unique=False)
         batch_op.create_index("ix_lines_state_validity_date", ["state", "validity_date"], unique=False)
+        batch_op.create_index("ix_lines_state_state_changed_at", ["state", "state_changed_at"], unique=False)
         batch_op.create_index(
             "uq_lines_msisdn_held",
             ["msisdn"],
@@ -67,6 +67,7 @@ def downgrade() -> None:
             sqlite_where=sa.text("number_released_at IS NULL"),
             postgresql_where=sa.text("number_released_at IS NULL"),
         )
+        batch_op.drop_index("ix_lines_state_state_changed_at")
         batch_op.drop_index("ix_lines_state_validity_date")
         batch_op.drop_index(batch_op.f("ix_lines_msisdn"))
         batch_op.create_unique_constraint(batch_op.f("uq_lines_msisdn"), ["msisdn"])
