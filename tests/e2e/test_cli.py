@@ -173,3 +173,35 @@ def test_voucher_commands_refuse_bad_input_in_one_line(
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert fingerprint(session_factory) == before
+
+
+def test_lifecycle_sweep_moves_lines_with_a_progress_bar_and_queues_reminders(
+    cli_env, session_factory, settings
+):
+    from datetime import timedelta
+
+    from airtime.accounts.models import Line, LineState
+    from airtime.clock import today
+    from airtime.db.session import unit_of_work
+    from tests import factories
+
+    with unit_of_work(session_factory) as session:
+        customer = factories.customer(session, settings)
+        line = factories.line(
+            session, settings, customer_id=customer.id, validity_date=today() - timedelta(days=1)
+        )
+    result = runner.invoke(app, ["lifecycle", "sweep"])
+    assert result.exit_code == 0, result.output
+    assert "1/1" in result.output and "grace 1" in result.output and "Reminders queued" in result.output
+    with unit_of_work(session_factory) as session:
+        assert session.get(Line, line.id).state == LineState.GRACE
+    again = runner.invoke(app, ["lifecycle", "sweep", "--no-reminders"])
+    assert again.exit_code == 0 and "Lines moved: none." in again.output
+
+
+def test_lifecycle_sweep_refuses_a_bad_date_and_changes_nothing(cli_env, session_factory):
+    before = fingerprint(session_factory)
+    result = runner.invoke(app, ["lifecycle", "sweep", "--on", "someday"])
+    assert result.exit_code == 2
+    assert "is not a date" in result.output and len(result.output.strip().splitlines()) == 1
+    assert fingerprint(session_factory) == before
