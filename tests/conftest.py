@@ -30,6 +30,7 @@ from airtime.config import Settings
 from airtime.db.migrate import upgrade
 from airtime.db.models import metadata
 from airtime.db.session import make_engine, make_session_factory, unit_of_work
+from airtime.ledger.service import forget_cached_accounts
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "AIRTIME_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -90,6 +91,8 @@ def _truncate_all(engine: Engine) -> None:
     tables = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
     with engine.begin() as connection:
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    # Ids start again from 1: what the process kept about the old rows no longer holds.
+    forget_cached_accounts()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

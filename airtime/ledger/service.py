@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import URL, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from airtime.clock import utcnow
 from airtime.db.dialect import insert_ignoring_conflicts
+from airtime.db.session import after_commit
 from airtime.errors import (
     IdempotencyConflict,
     InsufficientFunds,
@@ -39,6 +40,7 @@ TRANSFERS_PER_BATCH_MAX = 50_000
 # A batch may touch more accounts than one statement takes parameters (PostgreSQL allows
 # 65,535, some SQLite builds 32,766), so id lists are sent in chunks of this many.
 _IN_LIST_SIZE_MAX = 10_000
+_operator_account_ids: dict[tuple[URL, str], int] = {}
 
 _accounts = cast(Table, LedgerAccount.__table__)
 _entries = cast(Table, Entry.__table__)
@@ -74,6 +76,9 @@ class PostedTransfer:
     transfer_id: str
     replayed: bool
     created_at: datetime
+    # Tracked accounts' balances once this call's transfers were applied (locked until
+    # commit, so they hold for the rest of the transaction); empty for a replay.
+    balances_after: Mapping[int, int] = field(default_factory=dict)
 
 
 def _validate(request: TransferRequest) -> None:
@@ -176,13 +181,13 @@ def post_transfers(session: Session, requests: Sequence[TransferRequest]) -> lis
             created_at[transfer_id] = first_created_at
 
     new_requests = [by_id[transfer_id] for transfer_id in by_id if transfer_id in inserted]
-    if new_requests:
-        _apply(session, new_requests, now)
+    balances_after = _apply(session, new_requests, now) if new_requests else {}
     return [
         PostedTransfer(
             transfer_id=request.transfer_id,
             replayed=request.transfer_id not in inserted,
             created_at=created_at[request.transfer_id],
+            balances_after={} if request.transfer_id not in inserted else balances_after,
         )
         for request in requests
     ]
@@ -193,7 +198,8 @@ def _chunks(values: Sequence[Any]) -> list[Sequence[Any]]:
     return [values[start : start + _IN_LIST_SIZE_MAX] for start in range(0, len(values), _IN_LIST_SIZE_MAX)]
 
 
-def _apply(session: Session, requests: Sequence[TransferRequest], now: datetime) -> None:
+def _apply(session: Session, requests: Sequence[TransferRequest], now: datetime) -> dict[int, int]:
+    """Check and write the transfers; returns the tracked accounts' new balances."""
     account_ids = sorted({leg.account_id for request in requests for leg in request.legs})
     meta = {
         row.id: row
@@ -218,6 +224,7 @@ def _apply(session: Session, requests: Sequence[TransferRequest], now: datetime)
                 )
 
     tracked_ids = [account_id for account_id in account_ids if meta[account_id].balance_tracked]
+    balances: dict[int, int] = {}
     if tracked_ids:
         # Lock guarded balances in id order, so two transfers over the same accounts
         # queue instead of deadlocking, then check every transfer in request order. FOR NO
@@ -274,6 +281,7 @@ def _apply(session: Session, requests: Sequence[TransferRequest], now: datetime)
             for leg in request.legs
         ],
     )
+    return balances
 
 
 def open_account(
@@ -317,10 +325,19 @@ def operator_account(session: Session, *, kind: str, currency: str, qualifier: s
     if kind not in AccountKind.OPERATOR_KINDS:
         raise ValidationFailed("%(kind)s is not an operator account kind.", kind=kind)
     code = ":".join(part for part in ("operator", kind, qualifier, currency.upper()) if part)
+    # Operator accounts are never deleted or renumbered, so once one is committed its id is
+    # kept for the life of the process, per database (every top-up needs one or two).
+    key = (session.get_bind().engine.url, code)
+    cached = _operator_account_ids.get(key)
+    if cached is not None:
+        return cached
     # Operator accounts exist after their first use: one read, no insert attempt, after that.
     existing = session.execute(select(_accounts.c.id).where(_accounts.c.code == code)).scalar()
     if existing is not None:
-        return int(existing)
+        account_id = int(existing)
+        # Only after commit: the row may have been made by this very transaction.
+        after_commit(session, lambda: _operator_account_ids.__setitem__(key, account_id))
+        return account_id
     return open_account(
         session,
         code=code,
@@ -330,6 +347,11 @@ def operator_account(session: Session, *, kind: str, currency: str, qualifier: s
         balance_tracked=False,
         floor_minor=None,
     )
+
+
+def forget_cached_accounts() -> None:
+    """Drop the kept operator account ids (for a test suite that empties its database)."""
+    _operator_account_ids.clear()
 
 
 def account_id_for(session: Session, code: str) -> int:

@@ -15,10 +15,11 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from airtime.accounts.models import Customer, Line, LineState, Plan
 from airtime.accounts.phone import mask_msisdn, normalize_msisdn
@@ -373,13 +374,31 @@ def _transition(
         update(TopupOrder)
         .where(TopupOrder.id == order_id, TopupOrder.status.in_(allowed_from))
         .values(**values)
-        # Objects already loaded in the session see the new values too.
-        .execution_options(synchronize_session="fetch")
+        .execution_options(synchronize_session=False)
     )
-    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    # An order object already loaded in the session sees the new values too (the values
+    # are known, so there is nothing to fetch back).
+    loaded = session.identity_map.get(session.identity_key(TopupOrder, order_id))
+    if loaded is not None:
+        for name, value in values.items():
+            set_committed_value(loaded, name, value)
+    return True
 
 
-def apply_payment_state(session: Session, order: TopupOrder, state: PaymentState) -> str:
+class OrderAmount(Protocol):
+    """What checking a payment against an order needs: a loaded order or a row of it."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def amount_minor(self) -> int: ...
+    @property
+    def currency(self) -> str: ...
+
+
+def apply_payment_state(session: Session, order: OrderAmount, state: PaymentState) -> str:
     """Bring the order in line with what the provider says; returns what changed."""
     now = utcnow()
     if state.outcome == PaymentOutcome.SUCCEEDED:
@@ -530,23 +549,21 @@ def credit(
     applied by the plan's rule, allowances are granted and the receipt is queued.
     """
     now = utcnow()
-    order = session.get(TopupOrder, order_id)
+    # The conditional update decides (and locks the order); RETURNING hands back the row as
+    # it left it, receipt number and time included, as the order object: no second read,
+    # and an object already loaded (a voucher's order is made in this transaction) is
+    # brought up to date.
+    order = session.scalars(
+        update(TopupOrder)
+        .where(TopupOrder.id == order_id, TopupOrder.status == OrderStatus.PAID)
+        .values(status=OrderStatus.CREDITED, credited_at=now, receipt_number=receipt_number(order_id, now))
+        .returning(TopupOrder)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    ).one_or_none()
     if order is None:
-        raise NotFound("No such top-up.")
-    if not _transition(
-        session,
-        order_id,
-        allowed_from=(OrderStatus.PAID,),
-        values={
-            "status": OrderStatus.CREDITED,
-            "credited_at": now,
-            "receipt_number": receipt_number(order_id, now),
-        },
-    ):
+        if session.get(TopupOrder, order_id) is None:
+            raise NotFound("No such top-up.")
         return False
-    # The order may already be loaded (a voucher's order is made in this transaction): read
-    # the row as the update left it, receipt number and time included.
-    session.refresh(order)
     # FOR NO KEY UPDATE (key_share): rows that reference the line (this order, a voucher's
     # redeemed_line_id) hold KEY SHARE locks on it, which this lock does not conflict with,
     # so two top-ups of one line queue here instead of deadlocking.
@@ -567,7 +584,7 @@ def credit(
         expense = operator_account(session, kind=AccountKind.PROMOTION_EXPENSE, currency=order.currency)
         legs += [Leg(expense, -order.bonus_minor), Leg(line.bonus_account_id, order.bonus_minor)]
     transfer_id = f"topup:{order.id}:credit"
-    post_transfer(
+    posted = post_transfer(
         session,
         transfer_id=transfer_id,
         kind="bundle_purchase" if bundle else "topup",
@@ -578,6 +595,7 @@ def credit(
     )
     if bundle is not None:
         grant_bundle(session, line=line, bundle=bundle, source=transfer_id)
+    state_before = line.state
     new_validity = _apply_validity(
         session,
         line=line,
@@ -587,7 +605,12 @@ def credit(
         validity_days_override=validity_days_override,
         now=now,
     )
-    order.balance_after_minor = balance_of(session, line.main_account_id)
+    # The transfer left the (locked) balance known; a line brought back to active may have
+    # paid a reactivation fee since, so then it is read again.
+    balance_after = posted.balances_after.get(line.main_account_id) if line.state == state_before else None
+    order.balance_after_minor = (
+        balance_after if balance_after is not None else balance_of(session, line.main_account_id)
+    )
     order.validity_after = new_validity.isoformat() if new_validity else None
     session.flush()
     _send_receipt(session, order=order, bundle=bundle, settings=settings)
@@ -706,7 +729,7 @@ def line_allowances(session: Session, *, line_id: int) -> list[tuple[LineAllowan
 # --- refunds ---------------------------------------------------------------------------
 
 
-def refund(session: Session, *, order: TopupOrder, refunded_total_minor: int) -> bool:
+def refund(session: Session, *, order: OrderAmount, refunded_total_minor: int) -> bool:
     """A refund made at the provider: claw back what it paid for, never below zero.
 
     ``refunded_total_minor`` is the provider's running total for the payment, so a
@@ -717,7 +740,10 @@ def refund(session: Session, *, order: TopupOrder, refunded_total_minor: int) ->
         select(TopupOrder).where(TopupOrder.id == order.id).with_for_update(key_share=True)
     )
     assert locked is not None
-    order = locked
+    return _refund_locked(session, order=locked, refunded_total_minor=refunded_total_minor)
+
+
+def _refund_locked(session: Session, *, order: TopupOrder, refunded_total_minor: int) -> bool:
     refunded_total_minor = min(refunded_total_minor, order.amount_minor)
     delta = refunded_total_minor - order.refunded_minor
     if delta <= 0:

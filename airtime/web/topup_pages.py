@@ -16,10 +16,10 @@ from airtime.db.session import unit_of_work
 from airtime.errors import AppError, NotFound
 from airtime.i18n import gettext
 from airtime.notifications.service import render as render_message
-from airtime.payments.base import PaymentProvider
+from airtime.payments.base import PaymentProvider, ProviderEvent
 from airtime.payments.registry import provider_named
 from airtime.payments.sandbox import SandboxProvider
-from airtime.payments.webhooks import process_event
+from airtime.payments.webhooks import receive_event
 from airtime.topups import service as topups
 from airtime.topups.checkout import refresh_from_provider
 from airtime.topups.models import Channel, OrderStatus
@@ -217,16 +217,21 @@ def sandbox_decide(
     factory = request.app.state.session_factory
     from airtime.payments.models import SandboxPayment
 
-    with unit_of_work(factory) as session:
-        who = visitor(request, session)
+    seen: dict[str, Any] = {}
+
+    def decide(session: Any) -> ProviderEvent | None:
+        seen["who"] = visitor(request, session)
         payment = session.get(SandboxPayment, reference)
         if payment is None:
             raise NotFound("No such test payment.")
-        return_url = payment.return_url
-        event = sandbox.decide(session, reference, decision)
-    if event is not None:
-        # Delivered the way a provider's webhook is: stored once, then applied.
-        process_event(factory, provider_name="sandbox", event=event, settings=settings)
+        seen["return_url"] = payment.return_url
+        return sandbox.decide(session, reference, decision)
+
+    # Delivered the way a provider's webhook is (stored once, then applied), in the same
+    # transaction as the decision.
+    receive_event(factory, provider_name="sandbox", settings=settings, receive=decide)
+    who: Visitor = seen["who"]
+    return_url: str = seen["return_url"]
     return redirect(return_url, who, settings)
 
 
