@@ -10,6 +10,7 @@ amount into parts (:func:`split`) never rounds: the parts always add up to the w
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
@@ -114,6 +115,9 @@ def parse_money(text: str, currency: str) -> Money:
     return Money(int(scaled), currency)
 
 
+# Formatting through babel costs about 40 µs and every receipt and API answer does it a few
+# times, mostly for the same amounts: remember the latest few thousand.
+@functools.lru_cache(maxsize=4096)
 def format_money(amount_minor: int, currency: str, language: str = "en") -> str:
     """Format minor units for people in the given language, e.g. ``$20.00``, ``¥20.00``."""
     exponent = minor_unit_exponent(currency)

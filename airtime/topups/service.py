@@ -109,7 +109,13 @@ def active_bundles(session: Session, currency: str) -> list[Bundle]:
 def find_topupable_line(session: Session, *, msisdn: str, settings: Settings) -> Line:
     """The line behind a typed number, if it can take a top-up (refusals say why)."""
     normalized = normalize_msisdn(msisdn, default_region=settings.default_region)
-    line = session.scalar(select(Line).where(Line.msisdn == normalized, Line.number_released_at.is_(None)))
+    # The plan comes along in the same read: quoting needs it next, and finds it loaded.
+    found = session.execute(
+        select(Line, Plan)
+        .join(Plan, Plan.id == Line.plan_id)
+        .where(Line.msisdn == normalized, Line.number_released_at.is_(None))
+    ).first()
+    line = found[0] if found else None
     if line is None:
         raise LineNotTopupable(
             "%(msisdn)s is not a %(operator)s number. Check the number and try again.",
@@ -301,8 +307,9 @@ def create_order(
     )
     now = utcnow()
     public_id = secrets.token_urlsafe(16)
-    inserted = session.execute(
-        insert_ignoring_conflicts(session, _orders)
+    # RETURNING the whole row as the order object: no second read of what was just written.
+    inserted = session.scalars(
+        insert_ignoring_conflicts(session, TopupOrder)
         .values(
             public_id=public_id,
             idempotency_scope=idempotency_scope,
@@ -327,8 +334,8 @@ def create_order(
             refund_shortfall_minor=0,
             created_at=now,
         )
-        .returning(_orders.c.id)
-    ).scalar()
+        .returning(TopupOrder)
+    ).one_or_none()
     if inserted is None:
         existing = session.scalar(
             select(TopupOrder).where(
@@ -340,8 +347,7 @@ def create_order(
         if existing.request_hash != request_hash:
             raise IdempotencyConflict("This Idempotency-Key was already used for a different top-up.")
         return existing, False
-    order = session.get(TopupOrder, inserted)
-    assert order is not None
+    order = inserted
     start = provider.start_payment(
         session,
         PaymentRequest(
@@ -567,10 +573,13 @@ def credit(
     # FOR NO KEY UPDATE (key_share): rows that reference the line (this order, a voucher's
     # redeemed_line_id) hold KEY SHARE locks on it, which this lock does not conflict with,
     # so two top-ups of one line queue here instead of deadlocking.
-    line = session.scalar(select(Line).where(Line.id == order.line_id).with_for_update(key_share=True))
-    assert line is not None
-    plan = session.get(Plan, line.plan_id)
-    assert plan is not None
+    # (The plan comes in the same read; only the line's row is locked.)
+    line, plan = session.execute(
+        select(Line, Plan)
+        .join(Plan, Plan.id == Line.plan_id)
+        .where(Line.id == order.line_id)
+        .with_for_update(key_share=True, of=Line)
+    ).one()
     legs = [Leg(funding_account(session, order), -order.amount_minor)]
     bundle = session.get(Bundle, order.bundle_id) if order.bundle_id else None
     if bundle is not None:
