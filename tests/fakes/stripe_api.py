@@ -7,9 +7,15 @@ bodies), for the endpoints the Stripe provider uses:
     POST /v1/checkout/sessions            GET /v1/checkout/sessions?payment_intent=...
     GET  /v1/checkout/sessions/{id}       (expand[]=payment_intent[.latest_charge])
     POST /v1/refunds
+    POST /v1/customers                    (for saved payment methods)
+    POST /v1/checkout/sessions mode=setup GET /v1/checkout/sessions/{id}?expand[]=setup_intent.payment_method
+    POST /v1/payment_intents              (customer + payment_method, off_session, confirm)
+    GET  /v1/payment_intents/{id}         (expand[]=latest_charge)
 
 Test helpers stand in for the customer and Stripe's side: ``pay``, ``expire`` and
-``event`` (an event body as Stripe would deliver it; tests sign it with the SDK).
+``event`` (an event body as Stripe would deliver it; tests sign it with the SDK), and
+``save_card`` (the customer enters a card on a setup-mode page). Saved cards answer
+off-session charges as Stripe's test cards do: 4242 pays, 0341 is declined.
 """
 
 from __future__ import annotations
@@ -64,6 +70,9 @@ class FakeStripe:
         self.payment_intents: dict[str, dict[str, Any]] = {}
         self.charges: dict[str, dict[str, Any]] = {}
         self.refunds: dict[str, dict[str, Any]] = {}
+        self.customers: dict[str, dict[str, Any]] = {}
+        self.setup_intents: dict[str, dict[str, Any]] = {}
+        self.payment_methods: dict[str, dict[str, Any]] = {}
         self._idempotent: dict[str, tuple[str, Any, Response]] = {}
         self.server = FakeServer(self.handle)
         self.url = self.server.url
@@ -98,7 +107,30 @@ class FakeStripe:
     def _route(self, request: Request, params: dict[str, Any]) -> Response:
         path = request.path
         if request.method == "POST" and path == "/v1/checkout/sessions":
+            if params.get("mode") == "setup":
+                return self._create_setup_session(params)
             return self._create_session(params)
+        if request.method == "POST" and path == "/v1/customers":
+            customer = {
+                "id": _new_id("cus"),
+                "object": "customer",
+                "email": params.get("email"),
+                "created": int(time.time()),
+                "livemode": False,
+            }
+            self.customers[customer["id"]] = customer
+            return Response(200, customer)
+        if request.method == "POST" and path == "/v1/payment_intents":
+            return self._create_payment_intent(params)
+        match = re.fullmatch(r"/v1/payment_intents/([^/]+)", path)
+        if request.method == "GET" and match:
+            intent = self.payment_intents.get(match[1])
+            if intent is None:
+                return _error(404, f"No such payment_intent: '{match[1]}'", code="resource_missing")
+            shown = copy.deepcopy(intent)
+            if "latest_charge" in (params.get("expand") or []) and shown.get("latest_charge"):
+                shown["latest_charge"] = copy.deepcopy(self.charges[shown["latest_charge"]])
+            return Response(200, shown)
         if request.method == "GET" and path == "/v1/checkout/sessions":
             found = [
                 self._expanded(session, params.get("expand") or [])
@@ -162,6 +194,93 @@ class FakeStripe:
         self.sessions[session_id] = session
         return Response(200, self._public(session))
 
+    def _create_setup_session(self, params: dict[str, Any]) -> Response:
+        for required in ("success_url", "cancel_url", "customer"):
+            if not params.get(required):
+                return _error(400, f"Missing required param: {required}.", code="parameter_missing")
+        if params["customer"] not in self.customers:
+            return _error(400, f"No such customer: '{params['customer']}'", code="resource_missing")
+        if not params.get("currency") and not params.get("allowed_payment_method_types"):
+            return _error(400, "currency is required in setup mode.", code="parameter_missing")
+        session_id = _new_id("cs")
+        now = int(time.time())
+        session = {
+            "id": session_id,
+            "object": "checkout.session",
+            "cancel_url": params["cancel_url"],
+            "created": now,
+            "currency": params.get("currency"),
+            "customer": params["customer"],
+            "expires_at": now + 24 * 3600,
+            "livemode": False,
+            "metadata": params.get("metadata") or {},
+            "mode": "setup",
+            "payment_intent": None,
+            "payment_status": "no_payment_required",
+            "setup_intent": None,
+            "status": "open",
+            "success_url": params["success_url"],
+            "url": f"https://checkout.stripe.com/c/setup/{session_id}",
+        }
+        self.sessions[session_id] = session
+        return Response(200, self._public(session))
+
+    def _create_payment_intent(self, params: dict[str, Any]) -> Response:
+        method = self.payment_methods.get(params.get("payment_method", ""))
+        if method is None:
+            return _error(400, "No such PaymentMethod.", code="resource_missing")
+        if method["customer"] != params.get("customer"):
+            return _error(
+                400, "The PaymentMethod does not belong to this customer.", code="payment_method_invalid"
+            )
+        if params.get("confirm") != "true" or params.get("off_session") != "true":
+            return _error(400, "This fake takes confirm=true and off_session=true only.")
+        intent_id, charge_id = _new_id("pi"), _new_id("ch")
+        declined = method["card"]["last4"] == "0341"
+        amount = int(params["amount"])
+        intent = {
+            "id": intent_id,
+            "object": "payment_intent",
+            "amount": amount,
+            "currency": params["currency"],
+            "customer": params["customer"],
+            "description": params.get("description"),
+            "latest_charge": charge_id,
+            "metadata": params.get("metadata") or {},
+            "payment_method": method["id"],
+            "payment_method_types": ["card"],
+            "status": "requires_payment_method" if declined else "succeeded",
+        }
+        self.payment_intents[intent_id] = intent
+        self.charges[charge_id] = {
+            "id": charge_id,
+            "object": "charge",
+            "amount": amount,
+            "amount_refunded": 0,
+            "currency": params["currency"],
+            "metadata": intent["metadata"],
+            "paid": not declined,
+            "payment_intent": intent_id,
+            "payment_method_details": {"type": "card"},
+            "refunded": False,
+            "status": "failed" if declined else "succeeded",
+        }
+        if declined:
+            return Response(
+                402,
+                {
+                    "error": {
+                        "type": "card_error",
+                        "code": "card_declined",
+                        "decline_code": "generic_decline",
+                        "message": "Your card was declined.",
+                        "charge": charge_id,
+                        "payment_intent": copy.deepcopy(intent),
+                    }
+                },
+            )
+        return Response(200, copy.deepcopy(intent))
+
     def _create_refund(self, params: dict[str, Any]) -> Response:
         intent = self.payment_intents.get(params.get("payment_intent", ""))
         if intent is None:
@@ -198,6 +317,11 @@ class FakeStripe:
 
     def _expanded(self, session: dict[str, Any], expand: list[str]) -> dict[str, Any]:
         shown = self._public(session)
+        if shown.get("setup_intent") and any(path.startswith("setup_intent") for path in expand):
+            setup = copy.deepcopy(self.setup_intents[shown["setup_intent"]])
+            if "setup_intent.payment_method" in expand:
+                setup["payment_method"] = copy.deepcopy(self.payment_methods[setup["payment_method"]])
+            shown["setup_intent"] = setup
         if shown["payment_intent"] and any(path.startswith("payment_intent") for path in expand):
             intent = copy.deepcopy(self.payment_intents[shown["payment_intent"]])
             if "payment_intent.latest_charge" in expand:
@@ -241,6 +365,28 @@ class FakeStripe:
             payment_intent=intent_id,
             payment_method_types=[method],
         )
+        return self._public(session)
+
+    def save_card(self, session_id: str, *, last4: str = "4242", brand: str = "visa") -> dict[str, Any]:
+        """The customer enters a card on a setup-mode page; it is kept on the session's customer."""
+        session = self.sessions[session_id]
+        method_id, setup_id = _new_id("pm"), _new_id("seti")
+        self.payment_methods[method_id] = {
+            "id": method_id,
+            "object": "payment_method",
+            "type": "card",
+            "card": {"brand": brand, "last4": last4, "exp_month": 12, "exp_year": 2030},
+            "customer": session["customer"],
+        }
+        self.setup_intents[setup_id] = {
+            "id": setup_id,
+            "object": "setup_intent",
+            "customer": session["customer"],
+            "payment_method": method_id,
+            "status": "succeeded",
+            "usage": "off_session",
+        }
+        session.update(status="complete", setup_intent=setup_id)
         return self._public(session)
 
     def expire(self, session_id: str) -> dict[str, Any]:
