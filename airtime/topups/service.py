@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol, cast
@@ -546,13 +547,22 @@ def create_paid_order(
 
 
 def credit(
-    session: Session, *, order_id: int, settings: Settings, validity_days_override: int | None = None
+    session: Session,
+    *,
+    order_id: int,
+    settings: Settings,
+    validity_days_override: int | None = None,
+    funding_legs: Sequence[Leg] | None = None,
 ) -> bool:
     """The one crediting step every channel ends in: paid → credited, exactly once.
 
     In one transaction: the order moves to credited (conditional update, which also locks
     it), the ledger transfer is posted (its id is derived from the order), validity is
     applied by the plan's rule, allowances are granted and the receipt is queued.
+
+    ``funding_legs`` replace the one funding leg when the money comes from several
+    accounts (an agent's float, the commission expense, parent agents); they must sum to
+    ``-order.amount_minor`` and are posted in the same transfer as the credit.
     """
     now = utcnow()
     # The conditional update decides (and locks the order); RETURNING hands back the row as
@@ -580,7 +590,11 @@ def credit(
         .where(Line.id == order.line_id)
         .with_for_update(key_share=True, of=Line)
     ).one()
-    legs = [Leg(funding_account(session, order), -order.amount_minor)]
+    legs = (
+        list(funding_legs)
+        if funding_legs is not None
+        else [Leg(funding_account(session, order), -order.amount_minor)]
+    )
     bundle = session.get(Bundle, order.bundle_id) if order.bundle_id else None
     if bundle is not None:
         revenue = operator_account(
