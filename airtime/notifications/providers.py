@@ -36,8 +36,8 @@ class DeliveryFailed(Exception):
     """A provider refused a message or answered with an error.
 
     ``permanent`` says that sending the same message again cannot succeed (an invalid
-    number, a recipient who opted out). The sender retries every failure alike for now,
-    up to its attempt limit; the flag is there so that it can stop early on these.
+    number, a recipient who opted out): the sender marks such a message failed at once
+    instead of retrying it up to its attempt limit.
     """
 
     def __init__(self, message: str, *, permanent: bool = False) -> None:

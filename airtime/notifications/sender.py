@@ -86,7 +86,8 @@ def send_due(
 def _record_failure(
     factory: sessionmaker[Session], notification: Notification, exc: Exception, attempts_max: int
 ) -> None:
-    final = notification.attempts >= attempts_max
+    # A failure no retry can fix (an invalid number, an opted-out recipient) ends at once.
+    final = notification.attempts >= attempts_max or getattr(exc, "permanent", False)
     log.warning("notification_failed", id=notification.id, attempts=notification.attempts, error=str(exc))
     with unit_of_work(factory) as session:
         session.execute(

@@ -223,10 +223,11 @@ def test_twilio_invalid_number_through_the_outbox_is_recorded_not_sent(
     notification_id = _enqueue_sms(uow, recipient=INVALID_NUMBER)
     providers = providers_from_settings(_twilio_settings(settings, fake_twilio.url))
 
-    assert send_due(session_factory, providers, attempts_max=1) == 0
+    assert send_due(session_factory, providers, attempts_max=5) == 0
 
+    # Permanent: failed after the first attempt, not retried four more times.
     row = _row(uow, notification_id)
-    assert row.status == NotificationStatus.FAILED
+    assert row.status == NotificationStatus.FAILED and row.attempts == 1
     assert row.last_error.startswith("DeliveryFailed: Twilio answered HTTP 400, error 21211")
 
 
