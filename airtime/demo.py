@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -43,6 +43,7 @@ DEMO_LINES = (
     ("li.wei@example.com", "+8613800138000", "KEEP-CNY", LineState.ACTIVE, 160, 5000),
     ("li.wei@example.com", "+33612345678", "TRAVEL-GBP", LineState.ACTIVE, 12, 300),
     (None, "+447400123456", "TRAVEL-GBP", LineState.ACTIVE, 30, 500),
+    ("ana@example.com", "+447911123458", "TRAVEL-GBP", LineState.SUSPENDED, -75, 300),
 )
 
 
@@ -60,6 +61,7 @@ def _plans() -> list[Plan]:
             grace_days=30,
             suspension_days=60,
             quarantine_days=90,
+            reactivation_fee_minor=200,
             created_at=now,
         ),
         Plan(
@@ -186,6 +188,13 @@ def seed(session: Session, settings: Settings) -> bool:
         )
         plan = session.scalar(select(Plan).where(Plan.code == plan_code))
         assert plan is not None
+        # A line past its validity entered grace the day after it, and suspension when its
+        # grace days were over: the dates "My numbers" shows follow from those.
+        if state in (LineState.GRACE, LineState.SUSPENDED) and line.validity_date is not None:
+            entered = line.validity_date + timedelta(days=1)
+            if state == LineState.SUSPENDED:
+                entered += timedelta(days=plan.grace_days)
+            line.state_changed_at = datetime.combine(entered, time(2, 0), tzinfo=UTC)
         if balance_minor:
             clearing = operator_account(
                 session, kind=AccountKind.PAYMENT_CLEARING, currency=plan.currency, qualifier="demo"

@@ -10,12 +10,14 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from airtime.accounts import service as accounts
-from airtime.accounts.models import LineState
-from airtime.clock import today
+from airtime.clock import today, utcnow
 from airtime.config import Settings
 from airtime.db.session import unit_of_work
 from airtime.errors import AppError, NotFound
 from airtime.i18n import LANGUAGES, require_language
+from airtime.lifecycle.calendar import calendar_token, customer_for_token
+from airtime.lifecycle.calendar import feed as calendar_feed
+from airtime.lifecycle.numbers import customer_numbers, describe
 from airtime.notifications.service import recent
 from airtime.topups import service as topups
 from airtime.web.context import (
@@ -256,8 +258,50 @@ def my_lines(request: Request) -> Response:
         who = visitor(request, session)
         if who.customer is None:
             return _login_redirect(request, who)
-        lines = accounts.customer_lines(session, customer_id=who.customer.id)
-        return render(request, who, "lines.html", {"lines": lines, "today": today(), "LineState": LineState})
+        numbers = customer_numbers(session, customer_id=who.customer.id, today=today())
+        settings = _settings(request)
+        token = calendar_token(who.customer, secret_key=settings.effective_secret_key())
+        calendar_url = f"{settings.base_url.rstrip('/')}/calendar/{token}.ics"
+        return render(
+            request,
+            who,
+            "lines.html",
+            {
+                "numbers": [(number, describe(number, who.language)) for number in numbers],
+                "today": today(),
+                "calendar_url": calendar_url,
+                # webcal:// makes phones offer "subscribe" instead of importing a copy once.
+                "webcal_url": "webcal://" + calendar_url.split("://", 1)[1],
+            },
+        )
+
+
+@router.get("/calendar/{token}.ics")
+def number_calendar(request: Request, token: str) -> Response:
+    """The customer's deadlines as an iCalendar feed, behind the secret link shown on "My numbers"."""
+    settings = _settings(request)
+    with unit_of_work(request.app.state.session_factory) as session:
+        customer = customer_for_token(session, token=token, secret_key=settings.effective_secret_key())
+        if customer is None:
+            who = visitor(request, session)
+            return render(request, who, "error.html", {"error": NotFound("Not found")}, status_code=404)
+        body = calendar_feed(
+            session,
+            customer=customer,
+            base_url=settings.base_url,
+            operator_name=settings.operator_name,
+            now=utcnow(),
+        )
+    return Response(
+        body,
+        media_type="text/calendar; charset=utf-8",
+        headers={
+            "Cache-Control": "private, no-store",
+            "Content-Disposition": 'inline; filename="my-numbers.ics"',
+            "X-Robots-Tag": "noindex",
+            "Referrer-Policy": "no-referrer",
+        },
+    )
 
 
 @router.get("/lines/{line_id}", response_class=HTMLResponse)

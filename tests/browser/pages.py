@@ -128,13 +128,48 @@ class LineCard:
     def state(self) -> Locator:
         return self.root.locator(".state")
 
+    @property
+    def risk(self) -> Locator:
+        """The risk badge: its text names the risk, its class gives the colour."""
+        return self.root.locator(".number-head .risk")
+
+    @property
+    def deadline(self) -> Locator:
+        """The next deadline in words, then the days left."""
+        return self.root.locator("p.deadline")
+
+    @property
+    def keep_alive(self) -> Locator:
+        return self.root.locator("p.keep-alive")
+
+    @property
+    def top_up_button(self) -> Locator:
+        return self.root.locator('a.button[href^="/topup?line="]')
+
+    def top_up(self) -> TopupNumberPage:
+        """The card's one-tap "Top up": the first top-up step, with this line preselected."""
+        self.top_up_button.click()
+        self.root.page.wait_for_url("**/topup?line=*")
+        return TopupNumberPage(self.root.page)
+
 
 class LinesPage(PortalPage):
+    """ "My numbers": a card per line, most urgent first, and the calendar feed link."""
+
     path = "/lines"
 
     @property
     def cards(self) -> Locator:
         return self.page.locator("main ul.cards > li.card")
+
+    @property
+    def numbers_in_order(self) -> list[str]:
+        return self.cards.locator(".card-link .msisdn").all_inner_texts()
+
+    @property
+    def calendar_link(self) -> Locator:
+        """The feed's https address, in the field to copy it from."""
+        return self.page.locator("main section.calendar-feed input[readonly]")
 
     def card(self, number_as_shown: str) -> LineCard:
         return LineCard(self.cards.filter(has=self.page.locator(".msisdn", has_text=number_as_shown)))

@@ -54,22 +54,22 @@ def test_register_log_out_and_log_in_again(page: Page) -> None:
 
     lines = LinesPage(page)
     expect(page).to_have_url(re.compile(r"/lines$"))
-    expect(lines.heading).to_have_text("My lines")
+    expect(lines.heading).to_have_text("My numbers")
     expect(page.get_by_text("There is no line on your account yet.")).to_be_visible()
     expect(lines.cards).to_have_count(0)
 
     lines.log_out()
     home = HomePage(page)
     expect(home.navigation_link("Log in")).to_be_visible()
-    expect(home.navigation_link("My lines")).to_have_count(0)
+    expect(home.navigation_link("My numbers")).to_have_count(0)
 
     # A logged-out visitor asking for their lines is sent to log in, then back to them.
     page.goto("/lines")
     expect(page).to_have_url(re.compile(r"/login\?next=/lines$"))
     LoginPage(page).log_in(email, password)
     expect(page).to_have_url(re.compile(r"/lines$"))
-    expect(lines.heading).to_have_text("My lines")
-    expect(lines.navigation_link("My lines")).to_be_visible()
+    expect(lines.heading).to_have_text("My numbers")
+    expect(lines.navigation_link("My numbers")).to_be_visible()
 
 
 def test_wrong_password_is_refused_with_a_message(page: Page) -> None:
@@ -84,7 +84,7 @@ def test_wrong_password_is_refused_with_a_message(page: Page) -> None:
 def test_my_lines_show_balance_validity_and_state(page: Page, tmp_path: Path) -> None:
     lines = log_in(page, ANA_EMAIL, DEMO_PASSWORD)
 
-    expect(lines.cards).to_have_count(2)
+    expect(lines.cards).to_have_count(3)  # active, grace and suspended
     active = lines.card(ANA_ACTIVE_LINE)
     expect(active.number).to_have_text(ANA_ACTIVE_LINE)
     expect(active.balance).to_have_text(re.compile(r"^\s*£12\.50\s*$"))
@@ -129,7 +129,7 @@ def test_someone_elses_line_is_not_shown(page: Page) -> None:
 
 def test_switch_to_chinese_and_back(page: Page) -> None:
     lines = log_in(page, ANA_EMAIL, DEMO_PASSWORD)
-    expect(lines.heading).to_have_text("My lines")
+    expect(lines.heading).to_have_text("My numbers")
     assert lines.html_lang == "en"
 
     lines.switch_language("简体中文")
@@ -137,7 +137,7 @@ def test_switch_to_chinese_and_back(page: Page) -> None:
     expect(page).to_have_url(re.compile(r"/lines$"))
     expect(page.locator("html")).to_have_attribute("lang", "zh-Hans")
     # The heading is whatever the catalogue says (English until the translation exists).
-    expect(lines.heading).to_have_text(gettext("zh_Hans", "My lines"))
+    expect(lines.heading).to_have_text(gettext("zh_Hans", "My numbers"))
     expect(lines.current_language_button()).to_have_text("简体中文")
     # Plan names in Chinese come from the data, not the catalogue, so they show either way.
     expect(lines.card(ANA_ACTIVE_LINE).value(gettext("zh_Hans", "Plan"))).to_have_text("旅行卡")
@@ -146,7 +146,7 @@ def test_switch_to_chinese_and_back(page: Page) -> None:
 
     expect(page).to_have_url(re.compile(r"/lines$"))
     expect(page.locator("html")).to_have_attribute("lang", "en")
-    expect(lines.heading).to_have_text("My lines")
+    expect(lines.heading).to_have_text("My numbers")
     expect(lines.current_language_button()).to_have_text("English")
     expect(lines.card(ANA_ACTIVE_LINE).value("Plan")).to_have_text("Traveller")
 
@@ -155,7 +155,7 @@ def test_a_customer_who_chose_chinese_sees_chinese_in_an_english_browser(page: P
     lines = log_in(page, LI_WEI_EMAIL, DEMO_PASSWORD)
 
     expect(page.locator("html")).to_have_attribute("lang", "zh-Hans")
-    expect(lines.heading).to_have_text(gettext("zh_Hans", "My lines"))
+    expect(lines.heading).to_have_text(gettext("zh_Hans", "My numbers"))
     expect(lines.cards).to_have_count(2)
     expect(page.get_by_text("保号套餐(人民币)")).to_be_visible()
 

