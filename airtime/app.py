@@ -16,6 +16,7 @@ from airtime import __version__
 from airtime.api import problems
 from airtime.api.v1.routes import router as api_v1_router
 from airtime.api.v1.topups import router as api_v1_topups_router
+from airtime.autotopup.tasks import run_due as run_auto_topups
 from airtime.config import Settings, get_settings
 from airtime.db.session import engine_from_settings, make_session_factory
 from airtime.errors import AppError
@@ -32,6 +33,7 @@ from airtime.payments.registry import providers_from_settings as payment_provide
 from airtime.topups.tasks import reconcile
 from airtime.vouchers.service import expire_due
 from airtime.web.admin_pages import router as admin_pages_router
+from airtime.web.autotopup_pages import router as autotopup_pages_router
 from airtime.web.context import render_page
 from airtime.web.pages import router as pages_router
 from airtime.web.topup_pages import router as topup_pages_router
@@ -49,6 +51,11 @@ def background_jobs(
             name="reconcile-topups",
             interval_seconds=settings.reconcile_interval_seconds,
             run=lambda: reconcile(session_factory, providers=payment_providers, settings=settings),
+        ),
+        Job(
+            name="auto-topup",
+            interval_seconds=settings.autotopup_interval_seconds,
+            run=lambda: run_auto_topups(session_factory, providers=payment_providers, settings=settings),
         ),
         Job(
             name="expire-vouchers",
@@ -116,6 +123,7 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     app.include_router(webhooks_router)
     app.include_router(pages_router)
     app.include_router(topup_pages_router)
+    app.include_router(autotopup_pages_router)
     app.include_router(voucher_pages_router)
     app.include_router(admin_pages_router)
 

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     reconcile_after_seconds: int = Field(default=120, ge=0)
     reconcile_interval_seconds: int = Field(default=60, ge=5)
     topup_payment_expiry_minutes: int = Field(default=24 * 60, ge=5)
+    # How often the server looks for due auto top-up rules (once across all processes).
+    autotopup_interval_seconds: float = Field(default=600.0, ge=5)
     voucher_failures_max: int = Field(default=5, ge=1, le=100)
     voucher_failure_window_hours: int = Field(default=24, ge=1, le=24 * 30)
     voucher_lock_hours: int = Field(default=24, ge=1, le=24 * 30)

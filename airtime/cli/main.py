@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from airtime.cli.autotopup import autotopup_app
 from airtime.cli.common import console, database_session, errors, fail, session_factory
 from airtime.cli.lifecycle import lifecycle_app
 from airtime.cli.vouchers import outlets_app, vouchers_app
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.add_typer(vouchers_app, name="vouchers")
 app.add_typer(outlets_app, name="outlets")
 app.add_typer(lifecycle_app, name="lifecycle")
+app.add_typer(autotopup_app, name="autotopup")
 
 
 def _migrate(settings: Settings) -> None:

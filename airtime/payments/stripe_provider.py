@@ -339,7 +339,10 @@ class StripeProvider:
                 )
             )
         if event_type == REFUND_EVENT:
-            reference = self._session_of_payment_intent(_object_id(data.get("payment_intent")))
+            payment_intent_id = _object_id(data.get("payment_intent"))
+            reference = self._session_of_payment_intent(payment_intent_id) or self._off_session_order_intent(
+                payment_intent_id
+            )
             if reference is None:
                 log.info("stripe_refund_not_from_checkout", charge=data.get("id"))
                 return None
@@ -364,6 +367,21 @@ class StripeProvider:
                 params={"payment_intent": payment_intent_id, "limit": 1}
             )
         return found.data[0].id if found.data else None
+
+    def _off_session_order_intent(self, payment_intent_id: str) -> str | None:
+        """The PaymentIntent itself when it is one of our off-session charges (auto top-up):
+        those have no Checkout Session, and the order's reference is the PaymentIntent id."""
+        if not payment_intent_id.startswith(PAYMENT_INTENT_PREFIX):
+            return None
+        try:
+            with _calling_stripe("retrieve payment intent"):
+                intent = self.client.v1.payment_intents.retrieve(payment_intent_id)
+        except ProviderUnavailable as error:
+            if isinstance(error.__cause__, stripe.InvalidRequestError):  # not ours, or gone
+                return None
+            raise
+        metadata = _expanded(intent.to_dict().get("metadata")) or {}
+        return payment_intent_id if metadata.get("order") else None
 
     def refund(self, session: Session, reference: str, amount_minor: int, idempotency_key: str) -> None:
         """Refund ``amount_minor`` of the payment now (Stripe adds it to earlier refunds)."""

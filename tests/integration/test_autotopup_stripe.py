@@ -148,3 +148,31 @@ def test_paypal_does_not_offer_saving(uow, settings):
             autotopup.start_saving_method(
                 session, customer=customer, provider=paypal, line_id=1, settings=settings
             )
+
+
+def test_a_refund_at_stripe_claws_the_auto_top_up_back(
+    uow, session_factory, stripe_settings, fake_stripe, database_url, tmp_path
+):
+    """charge.refunded for an off-session PaymentIntent finds the order by the PaymentIntent."""
+    from fastapi.testclient import TestClient
+
+    from airtime.app import create_app
+    from tests.integration.test_stripe_provider import deliver
+
+    with TestClient(create_app(stripe_settings, run_background_jobs=False)) as client:
+        provider = client.app.state.payment_providers["stripe"]
+        line_id, _, _ = saved_card_rule(uow, stripe_settings, provider, fake_stripe, last4="4242")
+        assert (
+            run_due(session_factory, providers={"stripe": provider}, settings=stripe_settings).succeeded == 1
+        )
+        (intent,) = fake_stripe.payment_intents.values()
+        with uow() as session:
+            provider.refund(session, intent["id"], 1000, "refund-1")
+        charge = fake_stripe.charges[intent["latest_charge"]]
+        response = deliver(client, fake_stripe.event("charge.refunded", charge))
+        assert response.status_code == 200 and response.json()["change"] == "refunded"
+    with uow() as session:
+        order = session.scalar(select(TopupOrder))
+        assert order.status == OrderStatus.REFUNDED
+        assert balance_of(session, session.get(Line, line_id).main_account_id) == 100
+        assert check_invariants(session) == []
