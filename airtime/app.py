@@ -13,6 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from airtime import __version__
+from airtime.agents.endpoints import router as agent_api_router
+from airtime.agents.service import prune_signatures
 from airtime.api import problems
 from airtime.api.v1.routes import router as api_v1_router
 from airtime.api.v1.topups import router as api_v1_topups_router
@@ -56,6 +58,11 @@ def background_jobs(
             name="auto-topup",
             interval_seconds=settings.autotopup_interval_seconds,
             run=lambda: run_auto_topups(session_factory, providers=payment_providers, settings=settings),
+        ),
+        Job(
+            name="prune-agent-signatures",
+            interval_seconds=300,
+            run=lambda: prune_signatures(session_factory),
         ),
         Job(
             name="expire-vouchers",
@@ -120,6 +127,7 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api_v1_router)
     app.include_router(api_v1_topups_router)
+    app.include_router(agent_api_router)
     app.include_router(webhooks_router)
     app.include_router(pages_router)
     app.include_router(topup_pages_router)

@@ -108,7 +108,7 @@ class Line(Base):
 
 
 class StaffUser(Base):
-    """An operator employee: care agent, supervisor or admin."""
+    """An operator employee (care, supervisor, admin), or staff of an outlet or an agent."""
 
     __tablename__ = "staff_users"
 
@@ -117,6 +117,7 @@ class StaffUser(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(20))
     outlet_id: Mapped[int | None] = mapped_column(ForeignKey("outlets.id"), nullable=True)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"), nullable=True)
     language: Mapped[str] = mapped_column(String(10), default="en")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

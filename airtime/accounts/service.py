@@ -32,7 +32,7 @@ from airtime.ledger.service import open_account
 from airtime.notifications.service import enqueue
 from airtime.security import new_token, token_hash
 
-STAFF_ROLES = ("care", "supervisor", "admin", "outlet")
+STAFF_ROLES = ("care", "supervisor", "admin", "outlet", "agent")
 HISTORY_PAGE_SIZE_MAX = 100
 
 
@@ -348,7 +348,13 @@ def revoke_session_by_hash(session: Session, *, token_hash: str) -> None:
 
 
 def create_staff(
-    session: Session, *, email: str, password: str, role: str, outlet_id: int | None = None
+    session: Session,
+    *,
+    email: str,
+    password: str,
+    role: str,
+    outlet_id: int | None = None,
+    agent_id: int | None = None,
 ) -> StaffUser:
     email = normalize_email(email)
     if role not in STAFF_ROLES:
@@ -362,11 +368,14 @@ def create_staff(
         raise Conflict("A staff user %(email)s already exists.", email=email, field="email")
     if role == "outlet" and outlet_id is None:
         raise ValidationFailed("Outlet staff belong to an outlet.", field="outlet")
+    if role == "agent" and agent_id is None:
+        raise ValidationFailed("Agent staff belong to an agent.", field="agent")
     staff = StaffUser(
         email=email,
         password_hash=hash_password(password),
         role=role,
         outlet_id=outlet_id,
+        agent_id=agent_id,
         created_at=utcnow(),
     )
     session.add(staff)

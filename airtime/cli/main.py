@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from airtime.cli.agents import agents_app
 from airtime.cli.autotopup import autotopup_app
 from airtime.cli.common import console, database_session, errors, fail, session_factory
 from airtime.cli.lifecycle import lifecycle_app
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 app.add_typer(vouchers_app, name="vouchers")
 app.add_typer(outlets_app, name="outlets")
+app.add_typer(agents_app, name="agents")
 app.add_typer(lifecycle_app, name="lifecycle")
 app.add_typer(autotopup_app, name="autotopup")
 
@@ -97,21 +99,26 @@ def demo(
 @app.command("create-staff")
 def create_staff(
     email: Annotated[str, typer.Argument(help="The staff member's email.")],
-    role: Annotated[str, typer.Option(help="care, supervisor, admin or outlet.")] = "care",
+    role: Annotated[str, typer.Option(help="care, supervisor, admin, outlet or agent.")] = "care",
     password: Annotated[
         str | None, typer.Option(help="Password; asked for when not given (never put it in shell history).")
     ] = None,
     outlet: Annotated[str | None, typer.Option(help="Outlet code, for outlet staff.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Agent code, for agent staff.")] = None,
 ) -> None:
-    """Create a staff user (care console, admin pages, or an outlet's till)."""
+    """Create a staff user (care console, admin pages, an outlet's till or an agent's portal)."""
     from airtime.accounts.service import create_staff as create
+    from airtime.agents.service import agent_by_code
     from airtime.vouchers.service import outlet_by_code
 
     if password is None:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     with database_session() as session:
         outlet_id = outlet_by_code(session, outlet).id if outlet else None
-        staff = create(session, email=email, password=password, role=role, outlet_id=outlet_id)
+        agent_id = agent_by_code(session, agent).id if agent else None
+        staff = create(
+            session, email=email, password=password, role=role, outlet_id=outlet_id, agent_id=agent_id
+        )
     console.print(f"Staff user {staff.email} created with role {staff.role}.")
 
 

@@ -26,3 +26,4 @@ from airtime.vouchers.models import (  # noqa: E402, F401
     VoucherBatch,
     VoucherEvent,
 )
+from airtime.agents.models import Agent, AgentCredential, AgentDailyUsage, AgentSale, AgentSignature  # noqa: E402, F401

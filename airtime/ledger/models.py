@@ -27,6 +27,7 @@ class AccountKind:
     PAYMENT_CLEARING = "payment_clearing"
     VOUCHER_LIABILITY = "voucher_liability"
     PROMOTION_EXPENSE = "promotion_expense"
+    COMMISSION_EXPENSE = "commission_expense"
     REVENUE = "revenue"
     BREAKAGE = "breakage"
     AGENT_FLOAT = "agent_float"
@@ -37,6 +38,7 @@ class AccountKind:
         PAYMENT_CLEARING,
         VOUCHER_LIABILITY,
         PROMOTION_EXPENSE,
+        COMMISSION_EXPENSE,
         REVENUE,
         BREAKAGE,
         OPERATOR_EQUITY,
@@ -48,6 +50,7 @@ class AccountKind:
         PAYMENT_CLEARING,
         VOUCHER_LIABILITY,
         PROMOTION_EXPENSE,
+        COMMISSION_EXPENSE,
         REVENUE,
         BREAKAGE,
         AGENT_FLOAT,

@@ -1,0 +1,1 @@
+"""Resellers (agents): a prepaid float, commission, sub-agents, a signed API and statements."""
