@@ -52,8 +52,9 @@ def rule_on_line(
     days_before: str = "",
     cap: str = "50.00",
     msisdn: str = "+447911123456",
+    language: str = "en",
 ) -> Setup:
-    customer = factories.customer(session, settings)
+    customer = factories.customer(session, settings, language=language)
     factories.plan(session)
     if session.get(AmountRule, "GBP") is None:
         topup_helpers.catalogue(session)

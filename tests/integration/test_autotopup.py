@@ -229,3 +229,15 @@ def test_removing_the_method_turns_the_rule_off(uow, session_factory, providers,
     with uow() as session:
         rule = autotopup_helpers.rule(session, setup.rule_id)
         assert (rule.enabled, rule.disabled_reason) == (False, "method_removed")
+
+
+def test_notices_go_out_in_the_customers_language(uow, session_factory, providers, settings):
+    with uow() as session:
+        autotopup_helpers.rule_on_line(
+            session, settings, card="decline", balance_minor=100, language="zh_Hans"
+        )
+    assert run(session_factory, providers, settings).declined == 1
+    with uow() as session:
+        rows = list(session.scalars(select(Notification).where(Notification.template == "autotopup_notice")))
+    assert {row.channel for row in rows} == {"email", "sms"}
+    assert all("自动充值" in row.body_text and row.language == "zh_Hans" for row in rows)
