@@ -18,6 +18,8 @@ from airtime.agents.service import prune_signatures
 from airtime.api import problems
 from airtime.api.v1.routes import router as api_v1_router
 from airtime.api.v1.topups import router as api_v1_topups_router
+from airtime.channels.ivr import router as ivr_router
+from airtime.channels.ussd import router as ussd_router
 from airtime.autotopup.tasks import run_due as run_auto_topups
 from airtime.config import Settings, get_settings
 from airtime.db.session import engine_from_settings, make_session_factory
@@ -129,6 +131,8 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     app.include_router(api_v1_topups_router)
     app.include_router(agent_api_router)
     app.include_router(webhooks_router)
+    app.include_router(ussd_router)
+    app.include_router(ivr_router)
     app.include_router(pages_router)
     app.include_router(topup_pages_router)
     app.include_router(autotopup_pages_router)

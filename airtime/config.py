@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -80,6 +81,17 @@ class Settings(BaseSettings):
     voucher_failure_window_hours: int = Field(default=24, ge=1, le=24 * 30)
     voucher_lock_hours: int = Field(default=24, ge=1, le=24 * 30)
     voucher_expiry_interval_seconds: int = Field(default=3600, ge=60)
+    # Phone channels. A USSD callback must carry the shared secret (query ``secret`` or header
+    # ``X-USSD-Secret``) when one is set, and come from an allowed address (IP or CIDR) when a
+    # list is set; with neither set every callback is refused.
+    ussd_shared_secret: str = ""
+    ussd_allowed_ips: list[str] = Field(default=[])
+    ussd_service_code: str = "*123#"
+    ussd_session_timeout_seconds: int = Field(default=180, ge=10, le=3600)
+    # IVR requests are checked against ``twilio_auth_token`` (X-Twilio-Signature).
+    ivr_session_timeout_seconds: int = Field(default=900, ge=60, le=4 * 3600)
+    ivr_wrong_pins_per_call_max: int = Field(default=3, ge=1, le=10)
+    ivr_no_input_retries_max: int = Field(default=3, ge=1, le=10)
     stripe_secret_key: str = ""
     stripe_webhook_secret: str = ""
     stripe_api_base: str = ""
@@ -107,6 +119,14 @@ class Settings(BaseSettings):
         if any(not 1 <= days <= 365 for days in value):
             raise ValueError("reminder days are whole days from 1 to 365")
         return sorted(set(value), reverse=True)
+
+    @field_validator("ussd_allowed_ips")
+    @classmethod
+    def _check_allowed_ips(cls, value: list[str]) -> list[str]:
+        """Refuse a mistyped address at start-up rather than lock the gateway out later."""
+        for network in value:
+            ipaddress.ip_network(network.strip(), strict=False)
+        return [network.strip() for network in value]
 
     @model_validator(mode="after")
     def _check_sms_provider_settings(self) -> Settings:

@@ -517,6 +517,12 @@ def customer_line(session: Session, *, customer_id: int, line_id: int) -> LineVi
     return views[0]
 
 
+def line_view(session: Session, *, line_id: int) -> LineView | None:
+    """Any one line with its plan and balances (phone channels read the caller's own line)."""
+    views = _line_views(session, Line.id == line_id)
+    return views[0] if views else None
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryItem:
     entry_id: int

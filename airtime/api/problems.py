@@ -8,7 +8,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airtime.errors import AppError
@@ -109,6 +109,10 @@ def install(app: FastAPI, *, html_error: HtmlErrorRenderer) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> Response:
         if not _wants_problem(request):
+            # A page that needs a log-in first sends the visitor there (staff pages).
+            location = getattr(exc, "location", "")
+            if location:
+                return RedirectResponse(location, status_code=303)
             return await html_error(request, exc)
         language = negotiate(request.headers.get("accept-language")) or "en"
         extra = {key: value for key, value in exc.params.items() if isinstance(value, str | int | float)}

@@ -15,6 +15,7 @@ from airtime.notifications.models import Notification  # noqa: F401
 
 metadata = Base.metadata
 from airtime.autotopup.models import AutoTopupAttempt, AutoTopupRule, SavedPaymentMethod  # noqa: E402, F401
+from airtime.channels.models import PhoneLanguage, PhoneSession  # noqa: E402, F401
 from airtime.lifecycle.models import LineTransition  # noqa: E402, F401
 from airtime.payments.models import PaymentEvent, SandboxCardSetup, SandboxPayment  # noqa: E402, F401
 from airtime.topups.models import AmountRule, Bundle, LineAllowance, Promotion, TopupOrder  # noqa: E402, F401

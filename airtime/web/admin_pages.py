@@ -14,41 +14,34 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from airtime.accounts.models import StaffUser
 from airtime.config import Settings
 from airtime.db.session import unit_of_work
-from airtime.errors import AppError, PermissionDenied, ValidationFailed
+from airtime.errors import AppError, ValidationFailed
 from airtime.i18n import N_
 from airtime.money import parse_money
 from airtime.vouchers import service as vouchers
 from airtime.vouchers.models import VoucherBatch
 from airtime.web.context import (
     check_csrf,
-    redirect,
     render,
     visitor,
 )
-from airtime.web.staff import current_staff, staff_login
+from airtime.web.permissions import OPERATOR_ROLES, StaffMember, StaffRole
+from airtime.web.staff import staff_login
 
 router = APIRouter(include_in_schema=False)
 CsrfChecked = Depends(check_csrf)
 STAFF_SESSION_HOURS = 8
 WEB_BATCH_QUANTITY_MAX = 10_000
-LOOKUP_ROLES = ("care", "supervisor", "admin")
+LOOKUP_ROLES = OPERATOR_ROLES
 MANAGE_ROLES = ("admin",)
+LookupStaff = Annotated[StaffMember, Depends(StaffRole(*LOOKUP_ROLES))]
+ManageStaff = Annotated[StaffMember, Depends(StaffRole(*MANAGE_ROLES))]
 
 
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
-
-
-def _staff(request: Request, session: Session, roles: tuple[str, ...]) -> StaffUser | None:
-    """The logged-in staff member if their role is one of ``roles``; refuses other roles."""
-    staff = current_staff(request, session)
-    if staff is not None and staff.role not in roles:
-        raise PermissionDenied("Your role (%(role)s) cannot do this.", role=staff.role)
-    return staff
 
 
 def _serial(text: str) -> int:
@@ -83,7 +76,7 @@ def login(
     )
 
 
-def _page(request: Request, session: Session, staff: StaffUser, **extra: object) -> Response:
+def _page(request: Request, session: Session, staff: StaffMember, **extra: object) -> Response:
     who = visitor(request, session)
     batches = session.scalars(select(VoucherBatch).order_by(VoucherBatch.id.desc()).limit(20)).all()
     context: dict[str, object] = {
@@ -103,11 +96,8 @@ def _page(request: Request, session: Session, staff: StaffUser, **extra: object)
 
 
 @router.get("/admin/vouchers", response_class=HTMLResponse)
-def vouchers_page(request: Request, serial: str = "") -> Response:
+def vouchers_page(request: Request, staff: LookupStaff, serial: str = "") -> Response:
     with unit_of_work(request.app.state.session_factory) as session:
-        staff = _staff(request, session, LOOKUP_ROLES)
-        if staff is None:
-            return redirect("/admin/login", visitor(request, session), _settings(request))
         if not serial:
             return _page(request, session, staff)
         try:
@@ -120,6 +110,7 @@ def vouchers_page(request: Request, serial: str = "") -> Response:
 @router.post("/admin/vouchers/generate", dependencies=[CsrfChecked])
 def generate(
     request: Request,
+    staff: ManageStaff,
     value: Annotated[str, Form(max_length=20)] = "",
     currency: Annotated[str, Form(max_length=3)] = "",
     quantity: Annotated[int, Form(ge=1, le=WEB_BATCH_QUANTITY_MAX)] = 1,
@@ -130,11 +121,7 @@ def generate(
     """Make a batch and hand its PINs over once, as a CSV download; nothing keeps them."""
     settings = _settings(request)
     factory = request.app.state.session_factory
-    with unit_of_work(factory) as session:
-        staff = _staff(request, session, MANAGE_ROLES)
-        if staff is None:
-            return redirect("/admin/login", visitor(request, session), settings)
-        actor = staff.email
+    actor = staff.email
     currency = (currency or settings.default_currency).upper()
     try:
         if expires_on is None:
@@ -157,8 +144,6 @@ def generate(
             content = export.read_bytes()
     except AppError as error:
         with unit_of_work(factory) as session:
-            staff = _staff(request, session, MANAGE_ROLES)
-            assert staff is not None
             return _page(request, session, staff, error=error)
     return Response(
         content,
@@ -173,6 +158,7 @@ def generate(
 @router.post("/admin/vouchers/action", response_class=HTMLResponse, dependencies=[CsrfChecked])
 def action(
     request: Request,
+    staff: ManageStaff,
     operation: Annotated[str, Form(max_length=10)] = "",
     first: Annotated[str, Form(max_length=30)] = "",
     last: Annotated[str, Form(max_length=30)] = "",
@@ -181,10 +167,6 @@ def action(
 ) -> Response:
     """Release, block or unblock a serial range (admins)."""
     factory = request.app.state.session_factory
-    with unit_of_work(factory) as session:
-        staff = _staff(request, session, MANAGE_ROLES)
-        if staff is None:
-            return redirect("/admin/login", visitor(request, session), _settings(request))
     try:
         with unit_of_work(factory) as session:
             serial_first = _serial(first)
@@ -216,11 +198,8 @@ def action(
 
 
 @router.post("/admin/vouchers/unlock", response_class=HTMLResponse, dependencies=[CsrfChecked])
-def unlock(request: Request, key: Annotated[str, Form(max_length=120)] = "") -> Response:
+def unlock(request: Request, staff: LookupStaff, key: Annotated[str, Form(max_length=120)] = "") -> Response:
     """Lift a redemption lockout (care, supervisors and admins)."""
     with unit_of_work(request.app.state.session_factory) as session:
-        staff = _staff(request, session, LOOKUP_ROLES)
-        if staff is None:
-            return redirect("/admin/login", visitor(request, session), _settings(request))
         done = vouchers.unlock(session, key=key.strip(), actor=staff.email)
         return _page(request, session, staff, notice=f"unlock {key}: {'done' if done else 'not locked'}")

@@ -12,11 +12,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from airtime.accounts import service as accounts
-from airtime.accounts.models import StaffUser
 from airtime.clock import today, utcnow
 from airtime.config import Settings
 from airtime.db.session import unit_of_work
-from airtime.errors import AppError
+from airtime.errors import AppError, PermissionDenied
 from airtime.i18n import N_
 from airtime.ledger.models import Entry, Transfer
 from airtime.ledger.service import balance_of
@@ -33,7 +32,8 @@ from airtime.web.context import (
     render,
     visitor,
 )
-from airtime.web.staff import current_staff, staff_login
+from airtime.web.permissions import StaffMember, StaffRole
+from airtime.web.staff import staff_login
 
 router = APIRouter(include_in_schema=False)
 CsrfChecked = Depends(check_csrf)
@@ -108,13 +108,15 @@ def redeem(
 # --- the outlet till -------------------------------------------------------------------
 
 
-def _outlet_staff(request: Request, session: Session) -> tuple[StaffUser, Outlet] | None:
-    """The logged-in outlet staff member and their outlet, or None."""
-    staff = current_staff(request, session)
-    if staff is None or staff.outlet_id is None:
-        return None
-    outlet = session.get(Outlet, staff.outlet_id)
-    return (staff, outlet) if outlet is not None and outlet.active else None
+OutletStaff = Annotated[StaffMember, Depends(StaffRole("outlet", login_url="/outlet/login"))]
+
+
+def _outlet_of(session: Session, staff: StaffMember) -> Outlet:
+    """The outlet the till belongs to; an outlet that was closed refuses its staff."""
+    outlet = session.get(Outlet, staff.outlet_id) if staff.outlet_id is not None else None
+    if outlet is None or not outlet.active:
+        raise PermissionDenied("This outlet is closed.")
+    return outlet
 
 
 @router.get("/outlet/login", response_class=HTMLResponse)
@@ -143,18 +145,15 @@ def outlet_login(
 
 
 @router.get("/outlet", response_class=HTMLResponse)
-def till(request: Request) -> Response:
+def till(request: Request, staff: OutletStaff) -> Response:
     with unit_of_work(request.app.state.session_factory) as session:
         who = visitor(request, session)
-        staff_outlet = _outlet_staff(request, session)
-        if staff_outlet is None:
-            return redirect("/outlet/login", who, _settings(request))
-        staff, outlet = staff_outlet
+        outlet = _outlet_of(session, staff)
         return render(request, who, "outlet_till.html", _till_context(session, outlet, staff, error=None))
 
 
 def _till_context(
-    session: Session, outlet: Outlet, staff: StaffUser, *, error: AppError | None
+    session: Session, outlet: Outlet, staff: StaffMember, *, error: AppError | None
 ) -> dict[str, object]:
     rule = session.get(AmountRule, outlet.currency)
     return {
@@ -170,6 +169,7 @@ def _till_context(
 @router.post("/outlet/sell", response_class=HTMLResponse, dependencies=[CsrfChecked])
 def sell(
     request: Request,
+    staff: OutletStaff,
     face_value_minor: Annotated[int, Form(ge=1)] = 0,
     idempotency_key: Annotated[str, Form(max_length=80)] = "",
 ) -> Response:
@@ -179,10 +179,7 @@ def sell(
     try:
         with unit_of_work(factory) as session:
             who = visitor(request, session)
-            staff_outlet = _outlet_staff(request, session)
-            if staff_outlet is None:
-                return redirect("/outlet/login", who, settings)
-            staff, outlet = staff_outlet
+            outlet = _outlet_of(session, staff)
             sale = vouchers.sell_epin(
                 session,
                 settings=settings,
@@ -202,27 +199,21 @@ def sell(
     except AppError as error:
         with unit_of_work(factory) as session:
             who = visitor(request, session)
-            staff_outlet = _outlet_staff(request, session)
-            if staff_outlet is None:
-                return redirect("/outlet/login", who, settings)
             return render(
                 request,
                 who,
                 "outlet_till.html",
-                _till_context(session, staff_outlet[1], staff_outlet[0], error=error),
+                _till_context(session, _outlet_of(session, staff), staff, error=error),
                 status_code=error.status_code,
             )
 
 
 @router.get("/outlet/statement", response_class=HTMLResponse)
-def statement(request: Request, day: date | None = None) -> Response:
+def statement(request: Request, staff: OutletStaff, day: date | None = None) -> Response:
     """The outlet's float movements for one day, with opening and closing balances."""
     with unit_of_work(request.app.state.session_factory) as session:
         who = visitor(request, session)
-        staff_outlet = _outlet_staff(request, session)
-        if staff_outlet is None:
-            return redirect("/outlet/login", who, _settings(request))
-        _, outlet = staff_outlet
+        outlet = _outlet_of(session, staff)
         day = day or today()
         start = datetime.combine(day, time.min, tzinfo=utcnow().tzinfo)
         end = start + timedelta(days=1)

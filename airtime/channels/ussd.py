@@ -1,0 +1,458 @@
+"""USSD: the gateway callback (Africa's Talking convention) and the menu behind it.
+
+The gateway posts ``sessionId``, ``serviceCode``, ``phoneNumber`` and ``text`` (everything the
+caller typed in this session, joined by ``*``) and shows our plain-text answer: ``CON ...``
+waits for more input, ``END ...`` closes the session. The menu is worked out from ``text``
+each time; the session row only says whether the session is still live, what was shown
+(the bundle list) and where ``text`` starts after a restart.
+
+    ""            menu: 1 balance, 2 voucher, 3 bundle, 4 language
+    "1"           balance and validity of the caller's line
+    "2*PIN*1"     redeem onto the caller's line; "2*PIN*2*NUMBER" onto another number
+    "3*N*1"       buy the N-th bundle shown, from the balance ("3*N*2" cancels)
+    "4*1" "4*2"   English / 中文, remembered for the number
+    PIN           the shortcut *123*PIN# redeems at once onto the caller's line
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, Response
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from airtime.accounts.models import Line, LineState
+from airtime.accounts.phone import mask_msisdn
+from airtime.accounts.service import LineView
+from airtime.channels import service as channels
+from airtime.channels.models import PhoneSession
+from airtime.config import Settings
+from airtime.db.session import unit_of_work
+from airtime.errors import AppError
+from airtime.i18n import LANGUAGES, N_, gettext
+from airtime.money import format_money
+from airtime.topups import service as topups
+from airtime.topups.models import Bundle, Channel
+from airtime.vouchers import service as vouchers
+from airtime.vouchers.pins import normalize_pin
+
+router = APIRouter(include_in_schema=False)
+SCREEN_CHARACTERS_MAX = 182  # what a USSD screen shows (GSM 7-bit); longer text is cut
+CALLBACK_BODY_BYTES_MAX = 8 * 1024
+TEXT_LENGTH_MAX = 400
+BUNDLES_SHOWN_MAX = 5
+BUNDLE_NAME_CHARACTERS_MAX = 20
+SECRET_HEADER = "x-ussd-secret"  # noqa: S105 - the name of the header, not a secret
+SECRET_QUERY = "secret"  # noqa: S105 - the name of the query parameter
+
+LINE_STATES = {
+    LineState.PENDING_ACTIVATION: N_("not active yet"),
+    LineState.ACTIVE: N_("active"),
+    LineState.GRACE: N_("in grace: incoming only"),
+    LineState.SUSPENDED: N_("suspended"),
+    LineState.TERMINATED: N_("out of service"),
+}
+
+
+def _text(language: str, message: str, /, **params: object) -> str:
+    translated = gettext(language, message)
+    return translated % params if params else translated
+
+
+def screen(kind: str, body: str) -> str:
+    """A reply that fits one USSD screen: ``CON``/``END``, a space, then at most
+    ``SCREEN_CHARACTERS_MAX`` characters (the tests keep every real screen under it; the cut
+    is a last resort so a long bundle name can never make the gateway drop the reply)."""
+    assert kind in ("CON", "END")
+    if len(body) > SCREEN_CHARACTERS_MAX:
+        body = body[: SCREEN_CHARACTERS_MAX - 1] + "…"
+    return f"{kind} {body}"
+
+
+@dataclass(frozen=True, slots=True)
+class UssdCallback:
+    session_id: str
+    service_code: str
+    phone_number: str
+    text: str
+
+
+@dataclass(slots=True)
+class _Call:
+    """One callback being answered: what every step needs."""
+
+    session: Session
+    settings: Settings
+    callback: UssdCallback
+    row: PhoneSession
+    line: Line | None
+    language: str
+    inputs: list[str] = field(default_factory=list)
+
+    def _(self, message: str, /, **params: object) -> str:
+        return _text(self.language, message, **params)
+
+
+# --- authentication ----------------------------------------------------------------------
+
+
+def authorised(request: Request, settings: Settings) -> bool:
+    """The gateway proves itself by the shared secret and/or its address; with neither
+    configured nothing is accepted (a USSD endpoint open to anyone could be driven by a script
+    posing as any caller)."""
+    secret, networks = settings.ussd_shared_secret, settings.ussd_allowed_ips
+    if not secret and not networks:
+        return False
+    if secret:
+        given = request.headers.get(SECRET_HEADER) or request.query_params.get(SECRET_QUERY) or ""
+        if not hmac.compare_digest(given.encode(), secret.encode()):
+            return False
+    if networks:
+        host = request.client.host if request.client else ""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if not any(address in ipaddress.ip_network(network, strict=False) for network in networks):
+            return False
+    return True
+
+
+@router.post("/ussd")
+async def ussd_callback(request: Request) -> Response:
+    """The USSD gateway's callback; answers ``CON ...`` or ``END ...`` as text/plain."""
+    settings: Settings = request.app.state.settings
+    if not authorised(request, settings):
+        return PlainTextResponse("END Not allowed.", status_code=403)
+    body = await request.body()
+    if len(body) > CALLBACK_BODY_BYTES_MAX:
+        return PlainTextResponse("END Request too large.", status_code=413)
+    form = await request.form()
+    callback = UssdCallback(
+        session_id=str(form.get("sessionId", "")).strip(),
+        service_code=str(form.get("serviceCode", "")).strip(),
+        phone_number=str(form.get("phoneNumber", "")).strip(),
+        text=str(form.get("text", "")).strip(),
+    )
+    if not callback.session_id or not callback.phone_number or len(callback.text) > TEXT_LENGTH_MAX:
+        return PlainTextResponse("END Invalid request.", status_code=400)
+    reply = await run_in_threadpool(answer, request.app.state.session_factory, settings, callback)
+    return PlainTextResponse(reply)
+
+
+# --- the menu ----------------------------------------------------------------------------
+
+
+def answer(factory: sessionmaker[Session], settings: Settings, callback: UssdCallback) -> str:
+    """The reply to one callback, in one transaction. A refusal that must be remembered (a
+    wrong PIN, counted towards the lockout) is committed by the unit of work; any other
+    refusal leaves nothing changed."""
+    language: str = settings.default_language
+    try:
+        with unit_of_work(factory) as session:
+            opened = channels.open_session(
+                session,
+                channel=Channel.USSD,
+                gateway_id=callback.session_id,
+                msisdn=callback.phone_number,
+                timeout_seconds=settings.ussd_session_timeout_seconds,
+            )
+            line = channels.caller_line(session, msisdn=callback.phone_number, settings=settings)
+            language = channels.language_for(
+                session, msisdn=callback.phone_number, line=line, settings=settings
+            )
+            call = _Call(session, settings, callback, opened.row, line, language)
+            return _route(call, opened.status)
+    except AppError as error:
+        return screen("END", error.localized(language))
+
+
+def _route(call: _Call, status: str) -> str:
+    text, row = call.callback.text, call.row
+    shortcut = _shortcut_pin(call.callback)
+    if status != channels.SessionStatus.LIVE and shortcut is not None:
+        return _redeem(call, pin=shortcut, line=call.line)
+    if status != channels.SessionStatus.LIVE and text:
+        # We do not know where this caller is (the session expired, or we never saw it):
+        # start again from the menu, reading ``text`` from here on. Nothing typed before is
+        # acted on, so a late "yes" can never buy or redeem anything.
+        row.text_offset = text
+        if status == channels.SessionStatus.EXPIRED:
+            return screen("CON", call._("Your session timed out. Start again:") + "\n" + _menu_body(call))
+        return screen("CON", call._("Let's start again:") + "\n" + _menu_body(call))
+    if status == channels.SessionStatus.EXPIRED:
+        row.text_offset = ""
+    if row.text_offset and not (text == row.text_offset or text.startswith(row.text_offset + "*")):
+        row.text_offset = text
+        return screen("CON", call._("Let's start again:") + "\n" + _menu_body(call))
+    relative = text[len(row.text_offset) :].lstrip("*")
+    call.inputs = relative.split("*") if relative else []
+    return _step(call)
+
+
+def _shortcut_pin(callback: UssdCallback) -> str | None:
+    """A PIN dialled with the service code (``*123*PIN#``): gateways send it either as the
+    first ``text`` or inside ``serviceCode``."""
+    if callback.text and "*" not in callback.text and normalize_pin(callback.text):
+        return callback.text
+    parts = callback.service_code.strip("#").split("*")
+    if not callback.text and len(parts) > 2 and normalize_pin(parts[-1]):
+        return parts[-1]
+    return None
+
+
+def _menu_body(call: _Call) -> str:
+    return "\n".join(
+        [
+            call.settings.operator_name,
+            "1 " + call._("Balance and validity"),
+            "2 " + call._("Redeem a voucher"),
+            "3 " + call._("Buy a bundle"),
+            "4 Language / 语言",
+        ]
+    )
+
+
+def _step(call: _Call) -> str:
+    inputs = call.inputs
+    if not inputs:
+        return screen("CON", _menu_body(call))
+    choice, rest = inputs[0], inputs[1:]
+    if choice == "1" and not rest:
+        return _balance(call)
+    if choice == "2":
+        return _voucher_step(call, rest)
+    if choice == "3":
+        return _bundle_step(call, rest)
+    if choice == "4":
+        return _language_step(call, rest)
+    return _invalid(call)
+
+
+def _invalid(call: _Call) -> str:
+    return screen(
+        "END",
+        call._("That is not one of the choices. Dial %(code)s again.", code=call.settings.ussd_service_code),
+    )
+
+
+def _not_our_line(call: _Call) -> str:
+    return screen(
+        "END",
+        call._(
+            "This number (%(msisdn)s) is not on %(operator)s, so there is nothing to show or buy.",
+            msisdn=call.callback.phone_number[:20],
+            operator=call.settings.operator_name,
+        ),
+    )
+
+
+def _validity(call: _Call, view: LineView) -> str:
+    if view.validity_date is None:
+        return call._("No expiry date")
+    return call._("Valid until %(date)s", date=view.validity_date.isoformat())
+
+
+def _balance(call: _Call) -> str:
+    if call.line is None:
+        return _not_our_line(call)
+    view = channels.read_line(call.session, call.line)
+    lines = [
+        call._("Balance: %(amount)s", amount=format_money(view.balance_minor, view.currency, call.language)),
+    ]
+    if view.bonus_minor:
+        lines.append(
+            call._("Bonus: %(amount)s", amount=format_money(view.bonus_minor, view.currency, call.language))
+        )
+    lines.append(_validity(call, view))
+    state = LINE_STATES.get(view.state, view.state)
+    lines.append(call._("Line %(state)s", state=call._(state)))
+    return screen("END", "\n".join(lines))
+
+
+# --- vouchers ----------------------------------------------------------------------------
+
+
+def _voucher_step(call: _Call, rest: list[str]) -> str:
+    if not rest:
+        return screen("CON", call._("Enter the voucher PIN:"))
+    pin, rest = rest[0], rest[1:]
+    if not rest:
+        return screen(
+            "CON",
+            "\n".join(
+                [
+                    call._("Top up which number?"),
+                    "1 " + call._("This number"),
+                    "2 " + call._("Another number"),
+                ]
+            ),
+        )
+    if rest == ["1"]:
+        return _redeem(call, pin=pin, line=call.line)
+    if rest == ["2"]:
+        return screen("CON", call._("Enter the number to top up:"))
+    if len(rest) == 2 and rest[0] == "2":
+        target = topups.find_topupable_line(call.session, msisdn=rest[1], settings=call.settings)
+        return _redeem(call, pin=pin, line=target)
+    return _invalid(call)
+
+
+def _redeem(call: _Call, *, pin: str, line: Line | None) -> str:
+    """Redeem through the voucher service (the one crediting step); wrong PINs count
+    towards the lockout shared with the web, the API and the IVR."""
+    if line is None:
+        return _not_our_line(call)
+    try:
+        result = channels.redeem_pin(
+            call.session,
+            settings=call.settings,
+            pin=pin,
+            line=line,
+            caller_msisdn=call.callback.phone_number,
+            channel=Channel.USSD,
+            # The same step of the same session retried by the gateway gets the first answer.
+            idempotency_key=(
+                f"{channels.digest(call.callback.session_id)}:{channels.digest(call.callback.text, 16)}"
+            ),
+            language=call.language,
+        )
+    except (vouchers.VoucherRefused, vouchers.RedemptionLocked) as refusal:
+        # Both keep the counted attempt: the unit of work commits it (persist_changes).
+        return screen("END", refusal.localized(call.language))
+    order = result.order
+    added = format_money(order.amount_minor, order.currency, call.language)
+    if line.id != (call.line.id if call.line else None):
+        return screen(
+            "END",
+            call._(
+                "Done: %(amount)s added to %(msisdn)s. Receipt %(receipt)s.",
+                amount=added,
+                msisdn=mask_msisdn(line.msisdn),
+                receipt=order.receipt_number or "",
+            ),
+        )
+    view = channels.read_line(call.session, line)
+    return screen(
+        "END",
+        "\n".join(
+            [
+                call._("Done: %(amount)s added.", amount=added),
+                call._(
+                    "Balance: %(amount)s",
+                    amount=format_money(view.balance_minor, view.currency, call.language),
+                ),
+                _validity(call, view),
+                call._("Receipt %(receipt)s", receipt=order.receipt_number or ""),
+            ]
+        ),
+    )
+
+
+# --- bundles -----------------------------------------------------------------------------
+
+
+def _bundle_name(call: _Call, bundle: Bundle) -> str:
+    name = bundle.name_zh if call.language == "zh_Hans" and bundle.name_zh else bundle.name
+    return name[:BUNDLE_NAME_CHARACTERS_MAX]
+
+
+def _price(call: _Call, bundle: Bundle) -> str:
+    return format_money(bundle.price_minor, bundle.currency, call.language)
+
+
+def _bundle_step(call: _Call, rest: list[str]) -> str:
+    if call.line is None:
+        return _not_our_line(call)
+    view = channels.read_line(call.session, call.line)
+    balance = format_money(view.balance_minor, view.currency, call.language)
+    if not rest:
+        bundles = topups.active_bundles(call.session, view.currency)[:BUNDLES_SHOWN_MAX]
+        if not bundles:
+            return screen("END", call._("No bundles are on offer for this number."))
+        # What was shown is what a later "1".."5" means, even if the catalogue changes meanwhile.
+        call.row.data = {**call.row.data, "bundles": [bundle.code for bundle in bundles]}
+        lines = [call._("Balance %(amount)s. Buy:", amount=balance)]
+        lines += [
+            f"{index} {_bundle_name(call, bundle)} {_price(call, bundle)}"
+            for index, bundle in enumerate(bundles, start=1)
+        ]
+        return screen("CON", "\n".join(lines))
+    shown = list(call.row.data.get("bundles", []))
+    choice = rest[0]
+    if not choice.isdigit() or not 1 <= int(choice) <= len(shown):
+        return _invalid(call)
+    code = shown[int(choice) - 1]
+    bundle = next((b for b in topups.active_bundles(call.session, view.currency) if b.code == code), None)
+    if bundle is None:
+        return screen("END", call._("That bundle is no longer on offer."))
+    name = _bundle_name(call, bundle)
+    price = _price(call, bundle)
+    if len(rest) == 1:
+        return screen(
+            "CON",
+            "\n".join(
+                [
+                    call._("Buy %(bundle)s for %(price)s from your balance?", bundle=name, price=price),
+                    "1 " + call._("Yes"),
+                    "2 " + call._("No"),
+                ]
+            ),
+        )
+    if rest[1:] == ["2"]:
+        return screen("END", call._("Cancelled. Nothing was charged."))
+    if rest[1:] != ["1"]:
+        return _invalid(call)
+    # The key comes from the session and the bundle: a gateway retrying this step (or the
+    # caller confirming twice in one session) buys once; the ledger returns the first result.
+    key = f"ussd:{channels.digest(call.callback.session_id)}:{bundle.code}"
+    if view.balance_minor < bundle.price_minor and not channels.already_bought(
+        call.session, line=call.line, idempotency_key=key
+    ):
+        return screen(
+            "END",
+            call._(
+                "Your balance of %(balance)s is not enough for %(bundle)s (%(price)s). Nothing was charged.",
+                balance=balance,
+                bundle=name,
+                price=price,
+            ),
+        )
+    allowance = topups.buy_bundle_from_balance(
+        call.session, line=call.line, bundle_code=bundle.code, idempotency_key=key
+    )
+    after = channels.read_line(call.session, call.line)
+    return screen(
+        "END",
+        "\n".join(
+            [
+                call._(
+                    "Done: %(bundle)s until %(date)s.",
+                    bundle=name,
+                    date=allowance.expires_at.date().isoformat(),
+                ),
+                call._(
+                    "Balance: %(amount)s",
+                    amount=format_money(after.balance_minor, after.currency, call.language),
+                ),
+            ]
+        ),
+    )
+
+
+# --- language ----------------------------------------------------------------------------
+
+
+def _language_step(call: _Call, rest: list[str]) -> str:
+    if not rest:
+        return screen("CON", "Language / 语言\n1 English\n2 中文")
+    chosen = {"1": "en", "2": "zh_Hans"}.get(rest[0]) if len(rest) == 1 else None
+    if chosen is None:
+        return _invalid(call)
+    channels.remember_language(call.session, msisdn=call.callback.phone_number, language=chosen)
+    call.language = chosen
+    return screen("END", call._("Language set to %(language)s.", language=LANGUAGES[chosen]))
