@@ -37,6 +37,7 @@ from airtime.clock import utcnow
 from airtime.db.base import UTCDateTime
 from airtime.db.dialect import is_postgresql
 from airtime.db.session import unit_of_work
+from airtime.errors import ValidationFailed
 from airtime.ledger.models import AccountKind, LedgerAccount
 from airtime.ledger.service import Leg, TransferRequest, operator_account, post_transfer, post_transfers
 from airtime.lifecycle.models import LineTransition, TransitionReason
@@ -392,4 +393,20 @@ def line_transitions(session: Session, *, line_id: int, limit: int = 50) -> list
             .order_by(LineTransition.id.desc())
             .limit(limit)
         )
+    )
+
+
+LOW_BALANCE_THRESHOLD_MAX_MINOR = 100_000_00
+
+
+def set_low_balance_threshold(session: Session, *, line_id: int, threshold_minor: int | None) -> None:
+    """Alert when the main balance falls under ``threshold_minor`` (None: no alerts). A new
+    threshold re-arms the alert, so a balance already under it is told once more."""
+    if threshold_minor is not None and not 0 < threshold_minor <= LOW_BALANCE_THRESHOLD_MAX_MINOR:
+        raise ValidationFailed("Choose an alert amount above zero.", field="threshold")
+    session.execute(
+        update(Line)
+        .where(Line.id == line_id)
+        .values(low_balance_threshold_minor=threshold_minor, low_balance_alerted_at=None)
+        .execution_options(synchronize_session=False)
     )

@@ -8,8 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from airtime.accounts import service as accounts
+from airtime.accounts.models import Line
 from airtime.clock import today, utcnow
 from airtime.config import Settings
 from airtime.db.session import unit_of_work
@@ -18,6 +21,8 @@ from airtime.i18n import LANGUAGES, require_language
 from airtime.lifecycle.calendar import calendar_token, customer_for_token
 from airtime.lifecycle.calendar import feed as calendar_feed
 from airtime.lifecycle.numbers import customer_numbers, describe
+from airtime.lifecycle.service import set_low_balance_threshold
+from airtime.money import parse_money
 from airtime.notifications.service import recent
 from airtime.topups import service as topups
 from airtime.web.context import (
@@ -316,23 +321,62 @@ def line_detail(
             line = accounts.customer_line(session, customer_id=who.customer.id, line_id=line_id)
         except NotFound as error:
             return render(request, who, "error.html", {"error": error}, status_code=404)
-        history = accounts.line_history(session, line=line, before_entry_id=before, limit=25)
-        return render(
-            request,
-            who,
-            "line.html",
-            {
-                "line": line,
-                "history": history,
-                "today": today(),
-                "page_size": 25,
-                "allowances": topups.line_allowances(session, line_id=line.id),
-                "orders": topups.line_orders(session, line_id=line.id, limit=10),
-                "bundles": topups.active_bundles(session, line.currency),
-                "bundle_key": secrets.token_urlsafe(16),
-                "bundle_bought": bool(request.query_params.get("bundle")),
-            },
-        )
+        return _line_page(request, session, who, line, before=before)
+
+
+def _line_page(
+    request: Request,
+    session: Session,
+    who: Visitor,
+    line: accounts.LineView,
+    *,
+    before: int | None = None,
+    alert_error: AppError | None = None,
+    alert_text: str | None = None,
+) -> Response:
+    threshold = session.scalar(select(Line.low_balance_threshold_minor).where(Line.id == line.id))
+    return render(
+        request,
+        who,
+        "line.html",
+        {
+            "line": line,
+            "history": accounts.line_history(session, line=line, before_entry_id=before, limit=25),
+            "today": today(),
+            "page_size": 25,
+            "allowances": topups.line_allowances(session, line_id=line.id),
+            "orders": topups.line_orders(session, line_id=line.id, limit=10),
+            "bundles": topups.active_bundles(session, line.currency),
+            "bundle_key": secrets.token_urlsafe(16),
+            "bundle_bought": bool(request.query_params.get("bundle")),
+            "alert_threshold": threshold,
+            "alert_text": alert_text,
+            "alert_error": alert_error,
+            "alert_saved": bool(request.query_params.get("alert")),
+        },
+        status_code=alert_error.status_code if alert_error else 200,
+    )
+
+
+@router.post("/lines/{line_id}/alert", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def set_low_balance_alert(
+    request: Request, line_id: int, threshold: Annotated[str, Form(max_length=40)] = ""
+) -> Response:
+    """Alert me by SMS and email when the balance falls under this amount (empty: off)."""
+    with unit_of_work(request.app.state.session_factory) as session:
+        who = visitor(request, session)
+        if who.customer is None:
+            return _login_redirect(request, who)
+        try:
+            line = accounts.customer_line(session, customer_id=who.customer.id, line_id=line_id)
+        except NotFound as error:
+            return render(request, who, "error.html", {"error": error}, status_code=404)
+        try:
+            amount = parse_money(threshold, line.currency).amount_minor if threshold.strip() else None
+            set_low_balance_threshold(session, line_id=line.id, threshold_minor=amount)
+        except AppError as error:
+            return _line_page(request, session, who, line, alert_error=error, alert_text=threshold)
+    return redirect(f"/lines/{line_id}?alert=saved#alert", who, _settings(request))
 
 
 @router.get("/outbox", response_class=HTMLResponse)
