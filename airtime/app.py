@@ -37,6 +37,7 @@ from airtime.payments.registry import providers_from_settings as payment_provide
 from airtime.topups.tasks import reconcile
 from airtime.vouchers.service import expire_due
 from airtime.web.admin_pages import router as admin_pages_router
+from airtime.web.agent_pages import router as agent_pages_router
 from airtime.web.autotopup_pages import router as autotopup_pages_router
 from airtime.web.context import render_page
 from airtime.web.pages import router as pages_router
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     app.include_router(topup_pages_router)
     app.include_router(autotopup_pages_router)
     app.include_router(voucher_pages_router)
+    app.include_router(agent_pages_router)
     app.include_router(admin_pages_router)
 
     @app.get("/healthz", tags=["operations"])

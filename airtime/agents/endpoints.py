@@ -60,9 +60,9 @@ def signed_agent(
     """The agent behind a correctly signed, fresh, first-seen request within its rate limit.
     Checked in its own short transaction, so the seen signature and the request count stay
     recorded even when the request itself is then refused."""
-    if not (key_id and timestamp and signature):
+    if not (key_id and timestamp and nonce and signature):
         raise agents.SignatureRefused(
-            "Sign the request: X-Agent-Key, X-Agent-Timestamp and X-Agent-Signature."
+            "Sign the request: X-Agent-Key, X-Agent-Timestamp, X-Agent-Nonce and X-Agent-Signature."
         )
     raw_path = request.scope.get("raw_path") or request.url.path.encode()
     query = request.scope.get("query_string", b"")
