@@ -211,6 +211,7 @@ def running_server(
     pool_size: int,
     trace_sql: bool = False,
     cprofile_output: Path | None = None,
+    secret_key: str | None = None,
     console: Console,
 ) -> Iterator[Server]:
     """Start uvicorn with ``app_factory`` in its own process group, wait until it is healthy,
@@ -222,7 +223,8 @@ def running_server(
             {
                 "AIRTIME_DATABASE_URL": database_url,
                 "AIRTIME_DATABASE_POOL_SIZE": str(pool_size),
-                "AIRTIME_SECRET_KEY": secrets.token_urlsafe(32),
+                # A caller that derives keys from the secret (agent credentials) passes its own.
+                "AIRTIME_SECRET_KEY": secret_key or secrets.token_urlsafe(32),
                 "AIRTIME_BASE_URL": base_url,
                 "AIRTIME_ENVIRONMENT": "production",
                 "AIRTIME_OUTBOX_DIR": str(Path(scratch) / "outbox"),
