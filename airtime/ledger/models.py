@@ -109,6 +109,8 @@ class Entry(Base):
     __tablename__ = "ledger_entries"
     __table_args__ = (
         Index("ix_ledger_entries_account_id_id", "account_id", "id"),
+        # Reports sum an operator account's entries over a date range (breakage, promotions).
+        Index("ix_ledger_entries_account_id_created_at", "account_id", "created_at"),
         CheckConstraint("amount_minor <> 0", name="amount_not_zero"),
     )
 

@@ -46,6 +46,9 @@ class TopupOrder(Base):
         UniqueConstraint("payment_provider", "payment_reference", name="uq_topup_orders_payment_reference"),
         Index("ix_topup_orders_status_created_at", "status", "created_at"),
         Index("ix_topup_orders_line_id_id", "line_id", "id"),
+        # Reports read orders by the day they were made and by the day they were credited.
+        Index("ix_topup_orders_created_at", "created_at"),
+        Index("ix_topup_orders_credited_at", "credited_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
