@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import URL, Table, bindparam, func, select, update
+from sqlalchemy import URL, Table, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from airtime.clock import utcnow
-from airtime.db.dialect import insert_ignoring_conflicts
+from airtime.db.base import UTCDateTime
+from airtime.db.dialect import insert_ignoring_conflicts, is_postgresql
 from airtime.db.session import after_commit
 from airtime.errors import (
     IdempotencyConflict,
@@ -260,28 +261,55 @@ def _apply(session: Session, requests: Sequence[TransferRequest], now: datetime)
                         account_id=leg.account_id,
                         transfer_id=request.transfer_id,
                     )
-        changed = [{"b_id": account_id, "b_delta": delta} for account_id, delta in deltas.items() if delta]
-        if changed:
+        changed = {account_id: delta for account_id, delta in deltas.items() if delta}
+        if changed and is_postgresql(session):
+            # One statement for the whole batch: arrays in, unnest on the server.
+            session.execute(_UPDATE_BALANCES, {"ids": list(changed), "deltas": list(changed.values())})
+        elif changed:
             session.execute(
                 update(_accounts)
                 .where(_accounts.c.id == bindparam("b_id"))
                 .values(balance_minor=_accounts.c.balance_minor + bindparam("b_delta")),
-                changed,
+                [{"b_id": account_id, "b_delta": delta} for account_id, delta in changed.items()],
             )
-    session.execute(
-        _entries.insert(),
-        [
+    legs = [(request.transfer_id, leg) for request in requests for leg in request.legs]
+    if is_postgresql(session):
+        session.execute(
+            _INSERT_ENTRIES,
             {
-                "transfer_id": request.transfer_id,
-                "account_id": leg.account_id,
-                "amount_minor": leg.amount_minor,
+                "transfer_ids": [transfer_id for transfer_id, _ in legs],
+                "account_ids": [leg.account_id for _, leg in legs],
+                "amounts": [leg.amount_minor for _, leg in legs],
                 "created_at": now,
-            }
-            for request in requests
-            for leg in request.legs
-        ],
-    )
+            },
+        )
+    else:
+        # SQLite runs in-process: many small statements cost no round trips.
+        session.execute(
+            _entries.insert(),
+            [
+                {
+                    "transfer_id": transfer_id,
+                    "account_id": leg.account_id,
+                    "amount_minor": leg.amount_minor,
+                    "created_at": now,
+                }
+                for transfer_id, leg in legs
+            ],
+        )
     return balances
+
+
+# PostgreSQL spellings of the batch writes: a row per element of the array parameters.
+_UPDATE_BALANCES = text(
+    "UPDATE ledger_accounts AS a SET balance_minor = a.balance_minor + d.delta "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:deltas AS bigint[])) AS d(id, delta) WHERE a.id = d.id"
+)
+_INSERT_ENTRIES = text(
+    "INSERT INTO ledger_entries (transfer_id, account_id, amount_minor, created_at) "
+    "SELECT t, a, m, :created_at FROM unnest(CAST(:transfer_ids AS varchar[]), "
+    "CAST(:account_ids AS bigint[]), CAST(:amounts AS bigint[])) AS e(t, a, m)"
+).bindparams(bindparam("created_at", type_=UTCDateTime()))
 
 
 def open_account(
