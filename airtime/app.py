@@ -18,9 +18,9 @@ from airtime.agents.service import prune_signatures
 from airtime.api import problems
 from airtime.api.v1.routes import router as api_v1_router
 from airtime.api.v1.topups import router as api_v1_topups_router
+from airtime.autotopup.tasks import run_due as run_auto_topups
 from airtime.channels.ivr import router as ivr_router
 from airtime.channels.ussd import router as ussd_router
-from airtime.autotopup.tasks import run_due as run_auto_topups
 from airtime.config import Settings, get_settings
 from airtime.db.session import engine_from_settings, make_session_factory
 from airtime.errors import AppError
@@ -39,9 +39,12 @@ from airtime.vouchers.service import expire_due
 from airtime.web.admin_pages import router as admin_pages_router
 from airtime.web.agent_pages import router as agent_pages_router
 from airtime.web.autotopup_pages import router as autotopup_pages_router
+from airtime.web.care_pages import router as care_pages_router
+from airtime.web.claim_pages import router as claim_pages_router
 from airtime.web.context import render_page
 from airtime.web.pages import router as pages_router
 from airtime.web.topup_pages import router as topup_pages_router
+from airtime.web.two_factor_pages import router as two_factor_pages_router
 from airtime.web.voucher_pages import router as voucher_pages_router
 
 STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
@@ -140,6 +143,9 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     app.include_router(voucher_pages_router)
     app.include_router(agent_pages_router)
     app.include_router(admin_pages_router)
+    app.include_router(two_factor_pages_router)
+    app.include_router(care_pages_router)
+    app.include_router(claim_pages_router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> Response:

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     voucher_failure_window_hours: int = Field(default=24, ge=1, le=24 * 30)
     voucher_lock_hours: int = Field(default=24, ge=1, le=24 * 30)
     voucher_expiry_interval_seconds: int = Field(default=3600, ge=60)
+    # Care: a manual balance adjustment larger than this (minor units, either sign) waits
+    # for a second person (a different supervisor or admin) before it posts.
+    care_adjustment_approval_above_minor: int = Field(default=2000, ge=0)
     # Phone channels. A USSD callback must carry the shared secret (query ``secret`` or header
     # ``X-USSD-Secret``) when one is set, and come from an allowed address (IP or CIDR) when a
     # list is set; with neither set every callback is refused.

@@ -22,12 +22,17 @@ from airtime.i18n import N_
 from airtime.money import parse_money
 from airtime.topups.models import AmountRule
 from airtime.web.context import STAFF_COOKIE, check_csrf, read_signed_cookie, redirect, render, visitor
+from airtime.web.permissions import StaffRole
 from airtime.web.staff import current_staff, staff_login
 
 router = APIRouter(include_in_schema=False)
 CsrfChecked = Depends(check_csrf)
 STAFF_SESSION_HOURS = 12
 LOGIN_URL = "/agent/login"
+
+
+# Least privilege (airtime/web/permissions.py): only agent staff reach these pages.
+AgentStaff = Depends(StaffRole("agent", login_url="/agent/login"))
 
 
 def _settings(request: Request) -> Settings:
@@ -84,7 +89,7 @@ def _sell_context(
     }
 
 
-@router.get("/agent", response_class=HTMLResponse)
+@router.get("/agent", response_class=HTMLResponse, dependencies=[AgentStaff])
 def home(request: Request) -> Response:
     with unit_of_work(request.app.state.session_factory) as session:
         who = visitor(request, session)
@@ -94,7 +99,7 @@ def home(request: Request) -> Response:
         return render(request, who, "agent_sell.html", _sell_context(session, found[1], error=None))
 
 
-@router.post("/agent/sell", response_class=HTMLResponse, dependencies=[CsrfChecked])
+@router.post("/agent/sell", response_class=HTMLResponse, dependencies=[AgentStaff, CsrfChecked])
 def sell(
     request: Request,
     msisdn: Annotated[str, Form(max_length=40)] = "",
@@ -144,7 +149,7 @@ def sell(
             )
 
 
-@router.get("/agent/history", response_class=HTMLResponse)
+@router.get("/agent/history", response_class=HTMLResponse, dependencies=[AgentStaff])
 def history(request: Request, before: int | None = None) -> Response:
     with unit_of_work(request.app.state.session_factory) as session:
         who = visitor(request, session)
@@ -173,7 +178,7 @@ def _statement(
     return agents.statement(session, agent=agent, start=start, end=end)
 
 
-@router.get("/agent/statement", response_class=HTMLResponse)
+@router.get("/agent/statement", response_class=HTMLResponse, dependencies=[AgentStaff])
 def statement(request: Request, period: str = "day", day: date | None = None) -> Response:
     """The float's movements for a day or a month, with opening and closing balances."""
     with unit_of_work(request.app.state.session_factory) as session:
@@ -203,7 +208,7 @@ def statement(request: Request, period: str = "day", day: date | None = None) ->
         )
 
 
-@router.get("/agent/statement.csv")
+@router.get("/agent/statement.csv", dependencies=[AgentStaff])
 def statement_csv(request: Request, period: str = "day", day: date | None = None) -> Response:
     with unit_of_work(request.app.state.session_factory) as session:
         who = visitor(request, session)

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from airtime.accounts.models import Line
 from airtime.accounts.phone import mask_msisdn
+from airtime.care.disputes import claim_view
 from airtime.config import Settings
 from airtime.db.session import unit_of_work
 from airtime.errors import AppError, NotFound
@@ -257,6 +258,7 @@ def order_status(request: Request, public_id: str, returned: int = 0, cancelled:
         )
         failure = topups.FAILURE_MESSAGES.get(order.failure_code)
         context["failure_message"] = gettext(who.language, failure) if failure else ""
+        context["claim"] = claim_view(session, order)
         return render(request, who, "topup_status.html", context)
 
 
@@ -268,7 +270,9 @@ def receipt(request: Request, public_id: str) -> Response:
         order = topups.get_order(session, public_id)
         if order.receipt_number is None:
             raise NotFound("This top-up has no receipt yet.")
-        return render(request, who, "receipt.html", topups.receipt_context(session, order, settings))
+        context = topups.receipt_context(session, order, settings)
+        context["claim"] = claim_view(session, order)
+        return render(request, who, "receipt.html", context)
 
 
 @router.get("/topup/orders/{public_id}/receipt.txt")

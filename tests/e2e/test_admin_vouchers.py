@@ -10,6 +10,7 @@ import pytest
 
 from airtime.accounts import service as accounts
 from airtime.db.session import unit_of_work
+from tests import staff_helpers
 from tests.e2e.test_web import csrf
 from tests.snapshot import fingerprint
 
@@ -22,11 +23,8 @@ def _staff(session_factory, email, role, outlet_id=None):
 
 
 def _login(client, email):
-    return client.post(
-        "/admin/login",
-        data={"email": email, "password": PASSWORD, "csrf_token": csrf(client, "/admin/login")},
-        follow_redirects=False,
-    )
+    """Password and TOTP enrolment through the forms (staff_helpers.log_in)."""
+    staff_helpers.log_in(client, email)
 
 
 def _form_token(client):
@@ -35,7 +33,7 @@ def _form_token(client):
 
 def test_admin_generates_a_batch_downloads_pins_once_and_releases_it(client, session_factory, settings):
     _staff(session_factory, "admin@example.com", "admin")
-    assert _login(client, "admin@example.com").status_code == 303
+    _login(client, "admin@example.com")
     token = _form_token(client)
     download = client.post(
         "/admin/vouchers/generate",
@@ -91,7 +89,11 @@ def test_outlet_staff_and_customers_are_kept_out(client, session_factory, settin
         factories.customer(session, settings, email="ana@example.com")
     _staff(session_factory, "till@example.com", "outlet", outlet_id=shop.id)
     assert client.get("/admin/vouchers", follow_redirects=False).headers["location"] == "/admin/login"
-    assert _login(client, "till@example.com").status_code == 401
+    refused = client.post(
+        "/admin/login",
+        data={"email": "till@example.com", "password": PASSWORD, "csrf_token": csrf(client, "/admin/login")},
+    )
+    assert refused.status_code == 401
     assert (
         client.post(
             "/admin/login",

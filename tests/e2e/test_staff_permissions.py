@@ -8,6 +8,7 @@ import re
 from datetime import timedelta
 
 import pytest
+
 from airtime.accounts import service as accounts
 from airtime.api.problems import PROBLEM_MEDIA_TYPE
 from airtime.db.session import unit_of_work
@@ -16,12 +17,14 @@ from airtime.web.permissions import ALL_STAFF_ROLES, StaffRole, route_access, st
 from tests import factories, staff_helpers, voucher_helpers
 
 # Paths that belong to staff: every route under them must be guarded, except the doors in.
-STAFF_PREFIXES = ("/admin", "/care", "/outlet", "/staff", "/api/v1/care", "/api/v1/staff")
+STAFF_PREFIXES = ("/admin", "/care", "/outlet", "/agent", "/staff", "/api/v1/care", "/api/v1/staff")
 PUBLIC_STAFF_PATHS = {
     "/admin/login",
     "/care/login",
     "/outlet/login",
     "/outlet/logout",
+    "/agent/login",
+    "/agent/logout",
     "/staff/logout",
     "/staff/two-factor",
     "/staff/two-factor/enrol",
@@ -81,7 +84,7 @@ def test_each_role_is_refused_where_it_does_not_belong(client, session_factory, 
         client.cookies.clear()
         token = staff_helpers.csrf_token(client)
         staff_helpers.open_staff_session(client, session_factory, settings, staff_ids[role])
-        for method, url, path, roles in calls:
+        for method, url, _path, roles in calls:
             response = _request(client, method, url, token)
             if role in roles:
                 if method == "GET":

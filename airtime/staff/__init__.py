@@ -1,0 +1,1 @@
+"""Staff authentication beyond the password: TOTP two-factor."""
