@@ -560,3 +560,178 @@ class OutletStatementPage(OutletPage):
 
     def row(self, description_contains: str) -> Locator:
         return self.rows.filter(has_text=description_contains)
+
+
+# --- the agent portal: agent staff sell top-ups from the agent's float --------------------
+#
+# As for the till, forms are found by where they post and fields by their names, so the
+# same page objects work in English and in Chinese; tests check the wording.
+
+
+class AgentPage(PortalPage):
+    """What the agent's pages share: the agent navigation (Sell, History, Statement, Log out)
+    and, on the sell and history pages, the float card."""
+
+    @property
+    def agent_navigation(self) -> Locator:
+        return self.page.locator("main nav.subnav")
+
+    def agent_link(self, path: str) -> Locator:
+        return self.agent_navigation.locator(f'a[href="{path}"]')
+
+    def go_to(self, path: str) -> None:
+        """Follow an agent navigation link, as a person taps it."""
+        self.agent_link(path).click()
+        self.page.wait_for_url(f"**{path}")
+
+    @property
+    def float_balance(self) -> Locator:
+        return self.page.locator('main [data-testid="float"] dd.balance')
+
+    def log_out(self) -> None:
+        self.agent_navigation.locator('form[action="/agent/logout"]').get_by_role("button").click()
+        self.page.wait_for_url("**/agent/login")
+
+
+class AgentLoginPage(PortalPage):
+    path = "/agent/login"
+
+    @property
+    def form(self) -> Locator:
+        return self.page.locator('main form[action="/agent/login"]')
+
+    def log_in(self, email: str, password: str) -> None:
+        self.form.locator('input[name="email"]').fill(email)
+        self.form.locator('input[name="password"]').fill(password)
+        with self.page.expect_navigation():
+            self.form.get_by_role("button").click()
+
+
+class AgentSellPage(AgentPage):
+    """Sell a top-up: the customer's number, an amount (or another amount), one button."""
+
+    path = "/agent"
+
+    @property
+    def form(self) -> Locator:
+        return self.page.locator('main form[action="/agent/sell"]')
+
+    @property
+    def number_field(self) -> Locator:
+        return self.form.locator('input[name="msisdn"]')
+
+    @property
+    def amounts(self) -> Locator:
+        return self.form.locator('input[name="amount_minor"]')
+
+    def amount(self, amount_as_shown: str) -> Locator:
+        return self.form.get_by_role("radio", name=amount_as_shown, exact=True)
+
+    @property
+    def sell_button(self) -> Locator:
+        return self.form.get_by_role("button")
+
+    def sell(self, number: str, amount_as_shown: str) -> AgentReceiptPage:
+        self.number_field.fill(number)
+        self.amount(amount_as_shown).check()
+        with self.page.expect_navigation():
+            self.sell_button.click()
+        return AgentReceiptPage(self.page)
+
+
+class AgentReceiptPage(AgentPage):
+    """The receipt of one sale: the amount, the number, the commission and the float debit."""
+
+    @property
+    def sold_amount(self) -> Locator:
+        return self.page.get_by_test_id("sold-amount")
+
+    @property
+    def receipt_number(self) -> Locator:
+        return self.page.get_by_test_id("receipt-number")
+
+    def value(self, term: str) -> Locator:
+        return self.page.locator(f'main article.card dl > dt:text-is("{term}") + dd')
+
+    @property
+    def next_sale_link(self) -> Locator:
+        return self.page.locator('main a.button[href="/agent"]')
+
+
+class AgentHistoryPage(AgentPage):
+    """The agent's sales, newest first: time and receipt, number, amount, commission."""
+
+    path = "/agent/history"
+
+    @property
+    def rows(self) -> Locator:
+        return self.page.locator('main [data-testid="sales"] tbody tr')
+
+    def row(self, contains: str) -> Locator:
+        return self.rows.filter(has_text=contains)
+
+
+class AgentStatementPage(AgentPage):
+    """The float for a day (or month): opening, sold, commission, funding, closing, and
+    every movement."""
+
+    path = "/agent/statement"
+
+    def value(self, term: str) -> Locator:
+        return self.page.locator(f'main [data-testid="statement-summary"] > dt:text-is("{term}") + dd')
+
+    @property
+    def rows(self) -> Locator:
+        return self.page.locator('main [data-testid="statement-rows"] tbody tr')
+
+    def row(self, contains: str) -> Locator:
+        return self.rows.filter(has_text=contains)
+
+    @property
+    def csv_link(self) -> Locator:
+        return self.page.locator('main a[href^="/agent/statement.csv"]')
+
+
+# --- customer care -------------------------------------------------------------------------
+
+
+class CareLoginPage(PortalPage):
+    """The care console's door: password, then the TOTP step (enrolment the first time)."""
+
+    path = "/care/login"
+
+    def log_in(self, email: str, password: str) -> None:
+        form = self.page.locator('main form[action="/care/login"]')
+        form.get_by_label("Email").fill(email)
+        form.get_by_label("Password").fill(password)
+        form.get_by_role("button").click()
+
+
+class TwoFactorEnrolPage(PortalPage):
+    """The one-time enrolment page: a QR code, the key as text, and a code to confirm."""
+
+    @property
+    def secret(self) -> str:
+        return self.page.locator("[data-totp-secret]").inner_text().replace(" ", "")
+
+    def confirm(self, code: str) -> None:
+        form = self.page.locator('main form[action="/staff/two-factor/enrol"]')
+        form.get_by_label("Code").fill(code)
+        form.get_by_role("button").click()
+
+
+class CarePage(PortalPage):
+    """The console: search, queues; and the order page reached from a result."""
+
+    path = "/care"
+
+    def search(self, text: str) -> None:
+        form = self.page.get_by_role("search")
+        form.get_by_role("searchbox").fill(text)
+        form.get_by_role("button").click()
+
+    def open_first_result(self) -> None:
+        self.page.locator("main ul.care-results").get_by_role("link").first.click()
+
+    def credit_order(self) -> None:
+        self.page.locator('main form[action$="/credit"]').get_by_role("button").click()
