@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from airtime.clock import utcnow
 from airtime.db.base import UTCDateTime
-from airtime.db.dialect import insert_ignoring_conflicts, is_postgresql
+from airtime.db.dialect import among, insert_ignoring_conflicts, is_postgresql
 from airtime.db.session import after_commit
 from airtime.errors import (
     IdempotencyConflict,
@@ -207,7 +207,7 @@ def _apply(session: Session, requests: Sequence[TransferRequest], now: datetime)
         for chunk in _chunks(account_ids)
         for row in session.execute(
             select(_accounts.c.id, _accounts.c.currency, _accounts.c.balance_tracked).where(
-                _accounts.c.id.in_(chunk)
+                among(session, _accounts.c.id, chunk)
             )
         )
     }
@@ -237,7 +237,7 @@ def _apply(session: Session, requests: Sequence[TransferRequest], now: datetime)
             for chunk in _chunks(tracked_ids)
             for row in session.execute(
                 select(_accounts.c.id, _accounts.c.balance_minor, _accounts.c.floor_minor)
-                .where(_accounts.c.id.in_(chunk))
+                .where(among(session, _accounts.c.id, chunk))
                 .order_by(_accounts.c.id)
                 .with_for_update(key_share=True)
             )

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, literal, select, update
+from sqlalchemy import Table, and_, func, insert, literal, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -35,7 +35,7 @@ from airtime.accounts.models import Line, LineState, Plan
 from airtime.clock import today as clock_today
 from airtime.clock import utcnow
 from airtime.db.base import UTCDateTime
-from airtime.db.dialect import is_postgresql
+from airtime.db.dialect import among, is_postgresql
 from airtime.db.session import unit_of_work
 from airtime.errors import ValidationFailed
 from airtime.ledger.models import AccountKind, LedgerAccount
@@ -43,7 +43,7 @@ from airtime.ledger.service import Leg, TransferRequest, operator_account, post_
 from airtime.lifecycle.models import LineTransition, TransitionReason
 from airtime.topups.models import LineAllowance
 
-SWEEP_CHUNK = 1_000
+SWEEP_CHUNK = 5_000
 _lines = cast(Table, Line.__table__)
 _transitions = cast(Table, LineTransition.__table__)
 _accounts = cast(Table, LedgerAccount.__table__)
@@ -292,43 +292,77 @@ def _move_chunk(
     condition = and_(Line.state == step.from_state, Line.plan_id == plan.id, step.due(plan, today))
     # No ORDER BY: the planner walks the (state, validity_date) or (state, state_changed_at)
     # index and stops at ``chunk`` rows; sorting every due line per chunk would not scale.
-    candidates = select(Line.id).where(condition).limit(chunk)
-    if is_postgresql(session):
-        candidates = candidates.with_for_update(skip_locked=True, key_share=True)
-    ids = list(session.scalars(candidates))
-    if not ids:
-        return 0
+    due = select(Line.id).where(condition).limit(chunk)
     now = utcnow()
     values: dict[str, Any] = (
         {"number_released_at": now}
         if step.name == "released"
         else {"state": step.to_state, "state_changed_at": now}
     )
-    rows = session.execute(
-        update(Line)
-        .where(Line.id.in_(ids), condition)
-        .values(**values)
-        .returning(Line.id, Line.validity_date, Line.main_account_id, Line.bonus_account_id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    if not rows:
-        return 0
-    # One INSERT ... SELECT rather than a row per line from here.
-    session.execute(
-        _transitions.insert().from_select(
-            ["line_id", "from_state", "to_state", "reason", "validity_date", "actor", "at"],
-            select(
-                _lines.c.id,
-                literal(step.from_state),
-                literal(step.to_state),
-                literal(step.reason),
-                _lines.c.validity_date,
-                literal("system"),
-                literal(now, UTCDateTime()),
-            ).where(_lines.c.id.in_([row.id for row in rows])),
-        )
+    transition_columns = ["line_id", "from_state", "to_state", "reason", "validity_date", "actor", "at"]
+    constants = (
+        literal(step.from_state),
+        literal(step.to_state),
+        literal(step.reason),
     )
-    if step.name == "terminated":
+    if is_postgresql(session):
+        # Claim the chunk (skipping lines another sweeper holds), then one statement moves
+        # it, records the transitions and hands back what termination needs. The ids go in
+        # as one array parameter: an index lookup whatever the planner's row estimates.
+        ids = list(session.scalars(due.with_for_update(skip_locked=True, key_share=True)))
+        if not ids:
+            return 0
+        moved = (
+            update(Line)
+            .where(among(session, Line.id, ids), condition)
+            .values(**values)
+            .returning(Line.id, Line.validity_date, Line.main_account_id, Line.bonus_account_id)
+            .cte("moved")
+        )
+        recorded = (
+            insert(LineTransition)
+            .from_select(
+                transition_columns,
+                select(
+                    moved.c.id,
+                    *constants,
+                    moved.c.validity_date,
+                    literal("system"),
+                    literal(now, UTCDateTime()),
+                ),
+            )
+            .cte("recorded")
+        )
+        rows = session.execute(
+            select(
+                moved.c.id, moved.c.validity_date, moved.c.main_account_id, moved.c.bonus_account_id
+            ).add_cte(recorded)
+        ).all()
+    else:
+        # SQLite has one writer at a time and runs in-process: three plain statements.
+        ids = list(session.scalars(due))
+        if not ids:
+            return 0
+        rows = session.execute(
+            update(Line)
+            .where(Line.id.in_(ids), condition)
+            .values(**values)
+            .returning(Line.id, Line.validity_date, Line.main_account_id, Line.bonus_account_id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        session.execute(
+            _transitions.insert().from_select(
+                transition_columns,
+                select(
+                    _lines.c.id,
+                    *constants,
+                    _lines.c.validity_date,
+                    literal("system"),
+                    literal(now, UTCDateTime()),
+                ).where(_lines.c.id.in_([row.id for row in rows])),
+            )
+        )
+    if rows and step.name == "terminated":
         _terminate(session, plan=plan, rows=rows, now=now, result=result)
     return len(rows)
 
@@ -340,7 +374,7 @@ def _terminate(
     line_ids = [row.id for row in rows]
     session.execute(
         update(LineAllowance)
-        .where(LineAllowance.line_id.in_(line_ids), LineAllowance.revoked_at.is_(None))
+        .where(among(session, LineAllowance.line_id, line_ids), LineAllowance.revoked_at.is_(None))
         .values(revoked_at=now)
         .execution_options(synchronize_session=False)
     )
@@ -353,7 +387,7 @@ def _terminate(
     balances = dict(
         session.execute(
             select(_accounts.c.id, _accounts.c.balance_minor)
-            .where(_accounts.c.id.in_(account_ids), _accounts.c.balance_minor != 0)
+            .where(among(session, _accounts.c.id, account_ids), _accounts.c.balance_minor != 0)
             .order_by(_accounts.c.id)
             .with_for_update(key_share=True)
         ).all()
