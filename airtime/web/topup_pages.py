@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from airtime.accounts.models import Line
@@ -54,8 +54,11 @@ def _options(session: Any, line: Line, request: Request) -> dict[str, Any]:
 
 
 @router.get("/topup", response_class=HTMLResponse)
-def topup_start(request: Request, line: int | None = None) -> Response:
-    """Step 1: the number to top up (a logged-in customer picks one of their lines)."""
+def topup_start(
+    request: Request, line: int | None = None, msisdn: Annotated[str, Query(max_length=40)] = ""
+) -> Response:
+    """Step 1: the number to top up (a logged-in customer picks one of their lines; a
+    reminder's link fills the number in)."""
     with unit_of_work(request.app.state.session_factory) as session:
         who = visitor(request, session)
         own_lines = []
@@ -67,7 +70,7 @@ def topup_start(request: Request, line: int | None = None) -> Response:
             request,
             who,
             "topup_number.html",
-            {"own_lines": own_lines, "msisdn": "", "error": None, "selected": line},
+            {"own_lines": own_lines, "msisdn": msisdn, "error": None, "selected": line},
         )
 
 

@@ -1,4 +1,4 @@
-"""Setting a line's low-balance alert on its page: saved, shown, refused with nothing changed."""
+"""Number keeping on the pages: the low-balance alert setting, and the top-up link reminders carry."""
 
 from __future__ import annotations
 
@@ -58,3 +58,13 @@ def test_another_customers_line_is_not_found(client, session_factory, settings):
     )
     assert refused.status_code == 404
     assert threshold_of(session_factory, line_id) == (None, None)
+
+
+def test_a_reminders_top_up_link_opens_the_form_with_the_number_filled_in(client):
+    from airtime.config import Settings
+    from airtime.lifecycle.reminders import topup_link
+
+    link = topup_link(Settings(base_url="http://testserver"), "+447911123456")
+    page = client.get(link.removeprefix("http://testserver"))
+    assert page.status_code == 200 and 'value="+447911123456"' in page.text
+    assert client.get("/topup", params={"msisdn": "9" * 41}).status_code == 422  # bounded
