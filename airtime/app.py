@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
@@ -38,11 +38,14 @@ from airtime.topups.tasks import reconcile
 from airtime.vouchers.service import expire_due
 from airtime.web.admin_pages import router as admin_pages_router
 from airtime.web.agent_pages import router as agent_pages_router
+from airtime.web.announcement_pages import load_announcements
+from airtime.web.announcement_pages import router as announcement_pages_router
 from airtime.web.autotopup_pages import router as autotopup_pages_router
 from airtime.web.care_pages import router as care_pages_router
 from airtime.web.claim_pages import router as claim_pages_router
 from airtime.web.context import render_page
 from airtime.web.pages import router as pages_router
+from airtime.web.report_pages import router as report_pages_router
 from airtime.web.topup_pages import router as topup_pages_router
 from airtime.web.two_factor_pages import router as two_factor_pages_router
 from airtime.web.voucher_pages import router as voucher_pages_router
@@ -137,7 +140,7 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     app.include_router(webhooks_router)
     app.include_router(ussd_router)
     app.include_router(ivr_router)
-    app.include_router(pages_router)
+    app.include_router(pages_router, dependencies=[Depends(load_announcements)])
     app.include_router(topup_pages_router)
     app.include_router(autotopup_pages_router)
     app.include_router(voucher_pages_router)
@@ -146,6 +149,8 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     app.include_router(two_factor_pages_router)
     app.include_router(care_pages_router)
     app.include_router(claim_pages_router)
+    app.include_router(report_pages_router)
+    app.include_router(announcement_pages_router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> Response:

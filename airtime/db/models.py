@@ -15,6 +15,7 @@ from airtime.notifications.models import Notification  # noqa: F401
 
 metadata = Base.metadata
 from airtime.agents.models import Agent, AgentCredential, AgentDailyUsage, AgentSale, AgentSignature  # noqa: E402, F401
+from airtime.announcements.models import Announcement  # noqa: E402, F401
 from airtime.autotopup.models import AutoTopupAttempt, AutoTopupRule, SavedPaymentMethod  # noqa: E402, F401
 from airtime.care.models import AuditEntry, BalanceAdjustment, Dispute  # noqa: E402, F401
 from airtime.channels.models import PhoneLanguage, PhoneSession  # noqa: E402, F401

@@ -130,6 +130,11 @@ class _Text:
         self.locale = _BABEL_LOCALES.get(language, "en")
         self.exponent = minor_unit_exponent(currency)
 
+    def name(self, names: dict[str, str], key: str) -> str:
+        """The translated name of a state (marked with N_ where the names are listed)."""
+        translate = self.gettext
+        return translate(names.get(key, key))
+
     def count(self, value: float) -> str:
         return str(format_decimal(value, locale=self.locale))
 
@@ -437,7 +442,7 @@ def vouchers_report(session: Session, request: ReportRequest) -> Report:
         (state, count, text.major(value)) for state, (count, value) in state_totals.items()
     ]
     state_title = _("Vouchers by state")
-    state_names = tuple(_(VOUCHER_STATE_NAMES.get(state, state)) for state in state_totals)
+    state_names = tuple(text.name(VOUCHER_STATE_NAMES, state) for state in state_totals)
     counts = tuple(float(count) for count, _value in state_totals.values())
     by_state = Section(
         key="by-state",
@@ -494,7 +499,7 @@ def vouchers_report(session: Session, request: ReportRequest) -> Report:
             tuple(outlets),
             [
                 Series(
-                    _(VOUCHER_STATE_NAMES.get(state, state)),
+                    text.name(VOUCHER_STATE_NAMES, state),
                     tuple(pivot[state]),
                     tuple(text.count(value) for value in pivot[state]),
                 )
@@ -533,7 +538,7 @@ def lines_report(session: Session, request: ReportRequest) -> Report:
             "bars",
             "chart-lines-by-state",
             state_title,
-            tuple(_(LINE_STATE_NAMES.get(state, state)) for state in counts),
+            tuple(text.name(LINE_STATE_NAMES, state) for state in counts),
             [Series(_("Lines"), values, tuple(text.count(value) for value in values))],
             text,
             value_axis_label=_("Lines"),

@@ -17,6 +17,7 @@ from markupsafe import Markup
 from airtime.config import Settings
 from airtime.db.session import unit_of_work
 from airtime.errors import AppError
+from airtime.i18n import translations
 from airtime.reports import charts, queries
 from airtime.reports.service import (
     OPERATIONS_ROLES,
@@ -38,15 +39,27 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-def _allowed(staff: StaffMember) -> list[ReportSpec]:
-    return [spec for spec in REPORTS.values() if staff.role in spec.roles]
+def _allowed(staff: StaffMember, language: str) -> list[dict[str, str]]:
+    """The reports this staff member may open: slug, title and summary in their language."""
+    catalogue = translations(language)
+    return [
+        {
+            "slug": spec.slug,
+            "title": catalogue.gettext(spec.title),
+            "summary": catalogue.gettext(spec.summary),
+        }
+        for spec in REPORTS.values()
+        if staff.role in spec.roles
+    ]
 
 
 @router.get("/admin/reports", response_class=HTMLResponse)
 def reports_index(request: Request, staff: ReportStaff) -> Response:
     with unit_of_work(request.app.state.session_factory) as session:
         who = visitor(request, session)
-        return render(request, who, "reports.html", {"staff": staff, "reports": _allowed(staff)})
+        return render(
+            request, who, "reports.html", {"staff": staff, "reports": _allowed(staff, who.language)}
+        )
 
 
 def _report_page(spec: ReportSpec) -> Callable[..., Response]:
@@ -67,7 +80,8 @@ def _report_page(spec: ReportSpec) -> Callable[..., Response]:
             context: dict[str, object] = {
                 "staff": staff,
                 "spec": spec,
-                "reports": _allowed(staff),
+                "reports": _allowed(staff, who.language),
+                "title": translations(who.language).gettext(spec.title),
                 "start": start[:10],
                 "end": end[:10],
                 "currency": currency[:3].upper(),

@@ -6,6 +6,7 @@ test breaks when the page stops working for people, not when markup is tidied.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from playwright.sync_api import Locator, Page
@@ -735,3 +736,33 @@ class CarePage(PortalPage):
 
     def credit_order(self) -> None:
         self.page.locator('main form[action$="/credit"]').get_by_role("button").click()
+
+
+class ReportPage(PortalPage):
+    """A staff report: headline figures, then a chart (inline SVG), CSV link and table per section."""
+
+    def __init__(self, page: Page, slug: str) -> None:
+        super().__init__(page)
+        self.path = f"/admin/reports/{slug}"
+
+    def chart(self, section: str) -> Locator:
+        return self.page.locator(f"section#{section} figure svg")
+
+    def bars(self, section: str) -> Locator:
+        return self.chart(section).locator("rect.bar")
+
+    def points(self, section: str) -> Locator:
+        return self.chart(section).locator(".point")
+
+    def csv_link(self, section: str) -> Locator:
+        return self.page.locator(f"section#{section}").get_by_role("link", name=re.compile("CSV"))
+
+
+class AnnouncementBanner:
+    """The announcements on a portal page (home, my numbers, a line)."""
+
+    def __init__(self, page: Page) -> None:
+        self.items = page.locator("section.announcements article.announcement")
+
+    def titles(self) -> list[str]:
+        return [title.strip() for title in self.items.locator("h2").all_inner_texts()]
