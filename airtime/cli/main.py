@@ -13,6 +13,7 @@ from airtime.cli.agents import agents_app
 from airtime.cli.autotopup import autotopup_app
 from airtime.cli.common import console, database_session, errors, fail, session_factory
 from airtime.cli.lifecycle import lifecycle_app
+from airtime.cli.plans import lines_app, plans_app
 from airtime.cli.vouchers import outlets_app, vouchers_app
 from airtime.config import Settings, get_settings
 from airtime.db.migrate import upgrade
@@ -26,6 +27,8 @@ app.add_typer(vouchers_app, name="vouchers")
 app.add_typer(outlets_app, name="outlets")
 app.add_typer(agents_app, name="agents")
 app.add_typer(lifecycle_app, name="lifecycle")
+app.add_typer(plans_app, name="plans")
+app.add_typer(lines_app, name="lines")
 app.add_typer(autotopup_app, name="autotopup")
 
 

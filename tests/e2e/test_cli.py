@@ -205,3 +205,60 @@ def test_lifecycle_sweep_refuses_a_bad_date_and_changes_nothing(cli_env, session
     assert result.exit_code == 2
     assert "is not a date" in result.output and len(result.output.strip().splitlines()) == 1
     assert fingerprint(session_factory) == before
+
+
+def test_plans_set_list_and_lines_add(cli_env, session_factory):
+    from airtime.accounts.models import Line, LineState, Plan
+    from airtime.db.session import unit_of_work
+
+    created = runner.invoke(
+        app,
+        [
+            "plans", "set", "keep-gbp", "--name", "Keeper", "--currency", "GBP", "--rule", "topup_extends",
+            "--tiers", "500:30,1000:90", "--max-days", "365", "--grace-days", "15", "--suspension-days", "30",
+            "--quarantine-days", "60", "--reactivation-fee", "2.00", "--keep-balance",
+        ],
+    )  # fmt: skip
+    assert created.exit_code == 0 and "Plan KEEP-GBP created" in created.output, created.output
+    changed = runner.invoke(app, ["plans", "set", "KEEP-GBP", "--grace-days", "20"])
+    assert changed.exit_code == 0 and "updated" in changed.output
+    listed = runner.invoke(app, ["plans", "list"])
+    assert "KEEP-GBP" in listed.output and "£2.00" in listed.output
+    added = runner.invoke(
+        app, ["lines", "add", "+447911123470", "--plan", "keep-gbp", "--valid-until", "2030-01-31"]
+    )
+    assert added.exit_code == 0 and "+447911123470 added" in added.output, added.output
+    with unit_of_work(session_factory) as session:
+        plan = session.query(Plan).filter_by(code="KEEP-GBP").one()
+        assert (plan.grace_days, plan.suspension_days, plan.quarantine_days) == (20, 30, 60)
+        assert plan.validity_tiers == [[500, 30], [1000, 90]] and plan.reactivation_fee_minor == 200
+        assert plan.forfeit_balance_on_termination is False
+        line = session.query(Line).filter_by(msisdn="+447911123470").one()
+        assert line.state == LineState.ACTIVE and line.validity_date.isoformat() == "2030-01-31"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["plans", "set", "NEW", "--name", "New"], "needs a name and a currency"),
+        (["plans", "set", "NEW", "--name", "N", "--currency", "XYZ"], "Unknown currency"),
+        (
+            ["plans", "set", "NEW", "--name", "N", "--currency", "GBP", "--rule", "forever"],
+            "Unknown validity rule",
+        ),
+        (["plans", "set", "NEW", "--name", "N", "--currency", "GBP", "--tiers", "1000:30,500:60"], "rising"),
+        (["plans", "set", "NEW", "--name", "N", "--currency", "GBP", "--tiers", "ten:30"], "amount:days"),
+        (["plans", "set", "NEW", "--name", "N", "--currency", "GBP", "--grace-days", "-1"], "grace_days"),
+        (["lines", "add", "+447911123471", "--plan", "NOPE"], "No plan"),
+        (["lines", "add", "not-a-number", "--plan", "NOPE"], "number"),
+        (["lines", "add", "+447911123471", "--plan", "NOPE", "--valid-until", "soon"], "is not a date"),
+    ],
+)
+def test_plans_and_lines_bad_input_is_one_line_and_changes_nothing(
+    cli_env, session_factory, arguments, message
+):
+    before = fingerprint(session_factory)
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert fingerprint(session_factory) == before
