@@ -10,8 +10,9 @@ Phases, each on its own throwaway database (dropped at the end):
    data, not real flows): --lines lines (with their two ledger accounts) in every lifecycle
    state, --orders top-up orders spread over the last 365 days in every channel, provider and
    status, 200,000 vouchers over 50 outlets, a promotion expense transfer for every order with
-   a bonus and breakage transfers for terminated lines (each transfer balanced); then
-   ``VACUUM ANALYZE``. Each report page is requested through the whole app
+   a bonus and breakage transfers for terminated lines (each transfer balanced), 200 agents
+   (150 of them sub-agents) and an agent sale for every credited order of the agent channel;
+   then ``VACUUM ANALYZE``. Each report page is requested through the whole app
    (``TestClient``, an admin's staff session) --repeat times after one warm-up request, for
    the default range (the last 30 days) and for a whole year; the figures are the median
    and slowest wall-clock time per page, CSV download included.
@@ -51,6 +52,7 @@ ORDERS_DEFAULT = 1_000_000
 LINES_DEFAULT = 100_000
 VOUCHERS = 200_000
 OUTLETS = 50
+AGENTS = 200
 GOAL_SECONDS = 1.0
 FIRST_SECTION = {
     "topups": "by-channel",
@@ -59,6 +61,7 @@ FIRST_SECTION = {
     "lines": "by-state",
     "breakage": "breakage",
     "promotions": "by-promotion",
+    "agents": "sales",
 }
 
 SEED_STATEMENTS = [
@@ -150,12 +153,33 @@ SEED_STATEMENTS = [
               'GBP', 1000, current_date + 365,
               CASE WHEN g % 10 = 0 THEN NULL ELSE (SELECT min(id) FROM outlets) + g % :outlets END, now(), ''
        FROM generate_series(1, :vouchers) AS g""",
+    # Agents with their floats: the first 50 sell on their own and are the parents of the rest.
+    """INSERT INTO ledger_accounts (code, kind, currency, name, balance_tracked, floor_minor, balance_minor, created_at)
+       SELECT 'agent:AGENT-' || g || ':float', 'agent_float', 'GBP', '', true, 0, 0, now()
+       FROM generate_series(1, :agents) AS g""",
+    """INSERT INTO agents (code, name, currency, parent_id, float_account_id, commission_basis_points,
+        commission_amounts, rate_limit_per_minute, daily_limit_minor, active, created_at)
+       SELECT 'AGENT-' || g, 'Agent ' || g, 'GBP', NULL, a.id, CASE WHEN g <= 50 THEN 400 ELSE 300 END, '{}',
+              60, NULL, true, now()
+       FROM generate_series(1, :agents) AS g JOIN ledger_accounts a ON a.code = 'agent:AGENT-' || g || ':float'""",
+    """UPDATE agents SET parent_id = (SELECT id FROM agents p WHERE p.code = 'AGENT-' || (1 + agents.id % 50))
+       WHERE commission_basis_points = 300""",
+    # A sale for every credited agent-channel order, by an agent picked unevenly (a few sell most).
+    """INSERT INTO agent_sales (agent_id, order_id, transfer_id, idempotency_key, request_hash, msisdn, currency,
+        amount_minor, commission_minor, commission_total_minor, float_debit_minor, staff_user_id, created_at)
+       SELECT ag.id, o.id, 'topup:' || o.id || ':credit', o.idempotency_key, o.request_hash, o.msisdn, 'GBP',
+              o.amount_minor, o.amount_minor * ag.commission_basis_points / 10000,
+              o.amount_minor * 400 / 10000, o.amount_minor - o.amount_minor * ag.commission_basis_points / 10000,
+              NULL, o.credited_at
+       FROM topup_orders o
+       JOIN agents ag ON ag.code = 'AGENT-' || (1 + (o.id * o.id) % :agents * (o.id % :agents) / :agents)
+       WHERE o.channel = 'agent' AND o.credited_at IS NOT NULL""",
 ]
 
 
 def seed(engine: Engine, *, orders: int, lines: int, console) -> None:  # type: ignore[no-untyped-def]
     upgrade(engine)
-    parameters = {"orders": orders, "lines": lines, "outlets": OUTLETS, "vouchers": VOUCHERS}
+    parameters = {"orders": orders, "lines": lines, "outlets": OUTLETS, "vouchers": VOUCHERS, "agents": AGENTS}
     with engine.begin() as connection:
         for statement in SEED_STATEMENTS:
             started = time.perf_counter()

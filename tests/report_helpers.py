@@ -262,3 +262,72 @@ TOPUPS_BY_CHANNEL = [
 SUCCESS_RATE = [["2026-03-01", "3", "1", "0", "75.0"], ["2026-03-02", "1", "0", "1", "50.0"]]
 # Every currency: day 1 credits after 10, 20, 30 and 40 s; day 2 one at once.
 CREDIT_TIME = [["2026-03-01", "4", "25.0", "38.5"], ["2026-03-02", "1", "0.0", "0.0"]]
+
+
+def seed_agent_sales(session: Session, settings: Settings) -> None:
+    """Agent sales whose report figures are known (below): HUB is SUB-1's parent; a sale the
+    day before the period and one in USD count nowhere."""
+    from airtime.agents import service as agents
+    from airtime.agents.models import AgentSale
+
+    line = factories.line(session, settings, msisdn="+447911100009")
+    hub = agents.create_agent(session, code="HUB", name="Hub agent", currency="GBP")
+    sub = agents.create_agent(session, code="SUB-1", name="Sub-agent", currency="GBP", parent_code="HUB")
+    solo = agents.create_agent(session, code="SOLO", name="Solo agent", currency="GBP")
+    dollars = agents.create_agent(session, code="USD-1", name="Dollar agent", currency="USD")
+    for agent, created, currency, amount_minor, commission_minor, commission_total_minor in (
+        (sub, at(DAY_1, 10), "GBP", 1000, 30, 50),
+        (sub, at(DAY_1, 11), "GBP", 2000, 60, 100),
+        (solo, at(DAY_1, 12), "GBP", 500, 25, 25),
+        (hub, at(DAY_2, 9), "GBP", 1000, 50, 50),
+        (solo, at(DAY_2, 10), "GBP", 2000, 100, 100),
+        (solo, at(DAY_1, 0) - timedelta(hours=1), "GBP", 1000, 50, 50),
+        (dollars, at(DAY_1, 13), "USD", 1000, 50, 50),
+    ):
+        order = _order(
+            session,
+            line,
+            created=created,
+            channel="agent",
+            provider="agent",
+            status=OrderStatus.CREDITED,
+            amount_minor=amount_minor,
+            currency=currency,
+            credit_after_seconds=0,
+        )
+        session.flush()
+        session.add(
+            AgentSale(
+                agent_id=agent.id,
+                order_id=order.id,
+                transfer_id=f"topup:{order.id}:credit",
+                idempotency_key=uuid.uuid4().hex,
+                request_hash="0" * 64,
+                msisdn=line.msisdn,
+                currency=currency,
+                amount_minor=amount_minor,
+                commission_minor=commission_minor,
+                commission_total_minor=commission_total_minor,
+                float_debit_minor=amount_minor - commission_minor,
+                created_at=created,
+            )
+        )
+    session.flush()
+
+
+# What the agent sales above must give (GBP, 2026-03-01 to 2026-03-03).
+AGENT_SALES = [
+    ["2026-03-01", "SOLO", "1", "5.00"],
+    ["2026-03-01", "SUB-1", "2", "30.00"],
+    ["2026-03-02", "HUB", "1", "10.00"],
+    ["2026-03-02", "SOLO", "1", "20.00"],
+]
+AGENT_COMMISSION = [
+    ["2026-03-01", "3", "35.00", "1.15", "0.60", "1.75"],
+    ["2026-03-02", "2", "30.00", "1.50", "0.00", "1.50"],
+]
+AGENT_TOTALS = [
+    ["SUB-1", "Sub-agent", "HUB", "2", "30.00", "0.90", "1.50"],
+    ["SOLO", "Solo agent", "", "2", "25.00", "1.25", "1.25"],
+    ["HUB", "Hub agent", "", "1", "10.00", "0.50", "0.50"],
+]

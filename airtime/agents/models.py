@@ -78,6 +78,8 @@ class AgentSale(Base):
     __table_args__ = (
         Index("ix_agent_sales_agent_id_id", "agent_id", "id"),
         Index("uq_agent_sales_agent_id_idempotency_key", "agent_id", "idempotency_key", unique=True),
+        # The agent sales report reads a date range (migration 0010).
+        Index("ix_agent_sales_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

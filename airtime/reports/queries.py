@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, Integer, and_, case, cast, func, or_, sele
 from sqlalchemy.orm import Session
 
 from airtime.accounts.models import Line, LineState
+from airtime.agents.models import Agent, AgentSale
 from airtime.db.dialect import is_postgresql
 from airtime.ledger.models import AccountKind, Entry, LedgerAccount
 from airtime.topups.models import OrderStatus, Promotion, TopupOrder
@@ -27,6 +28,8 @@ _accounts = LedgerAccount.__table__
 _vouchers = Voucher.__table__
 _outlets = Outlet.__table__
 _promotions = Promotion.__table__
+_agents = Agent.__table__
+_agent_sales = AgentSale.__table__
 
 
 @dataclass(frozen=True)
@@ -336,6 +339,117 @@ def bonus_by_promotion(session: Session, *, period: Period, currency: str) -> li
         .order_by(func.sum(_orders.c.bonus_minor).desc(), _promotions.c.code)
     )
     return [PromotionRow(row[0], row[1], int(row[2]), int(row[3])) for row in session.execute(statement)]
+
+
+@dataclass(frozen=True)
+class AgentTotalsRow:
+    agent_id: int
+    code: str
+    name: str
+    parent_code: str  # "" for an agent without a parent
+    sales: int
+    amount_minor: int
+    commission_minor: int  # kept by the selling agent
+    commission_total_minor: int  # the operator's whole cost: the seller's plus its parents' shares
+
+
+def agent_sales_by_agent(session: Session, *, period: Period, currency: str) -> list[AgentTotalsRow]:
+    """Sales in the period per selling agent, with the commission booked on them (most sold first)."""
+    parents = _agents.alias("parents")
+    amount = func.sum(_agent_sales.c.amount_minor)
+    totals = (
+        select(
+            _agent_sales.c.agent_id,
+            func.count().label("sales"),
+            amount.label("amount_minor"),
+            func.sum(_agent_sales.c.commission_minor).label("commission_minor"),
+            func.sum(_agent_sales.c.commission_total_minor).label("commission_total_minor"),
+        )
+        .where(
+            _agent_sales.c.created_at >= period.start,
+            _agent_sales.c.created_at < period.end,
+            _agent_sales.c.currency == currency,
+        )
+        .group_by(_agent_sales.c.agent_id)
+        .subquery()
+    )
+    # Grouped first, then joined: one agents lookup per agent, not per sale.
+    statement = (
+        select(
+            totals.c.agent_id,
+            _agents.c.code,
+            _agents.c.name,
+            func.coalesce(parents.c.code, ""),
+            totals.c.sales,
+            totals.c.amount_minor,
+            totals.c.commission_minor,
+            totals.c.commission_total_minor,
+        )
+        .select_from(
+            totals.join(_agents, _agents.c.id == totals.c.agent_id).outerjoin(
+                parents, parents.c.id == _agents.c.parent_id
+            )
+        )
+        .order_by(totals.c.amount_minor.desc(), _agents.c.code)
+    )
+    return [
+        AgentTotalsRow(
+            int(row[0]), row[1], row[2], row[3], int(row[4]), int(row[5]), int(row[6]), int(row[7])
+        )
+        for row in session.execute(statement)
+    ]
+
+
+@dataclass(frozen=True)
+class AgentDayRow:
+    day: date
+    agent_id: int | None  # None: every agent not in ``agent_ids`` together
+    sales: int
+    amount_minor: int
+    commission_minor: int
+    commission_total_minor: int
+
+
+def agent_sales_by_day(
+    session: Session, *, period: Period, currency: str, agent_ids: list[int]
+) -> list[AgentDayRow]:
+    """Sales per day for each of ``agent_ids``, and for all other agents as one group, so the
+    rows stay at most days × (len(agent_ids) + 1) however many agents sell."""
+    day = utc_day(session, _agent_sales.c.created_at).label("day")
+    if agent_ids:
+        group: ColumnElement[Any] = case(
+            (_agent_sales.c.agent_id.in_(agent_ids), _agent_sales.c.agent_id), else_=None
+        ).label("agent")
+    else:
+        group = cast(None, Integer).label("agent")
+    statement = (
+        select(
+            day,
+            group,
+            func.count(),
+            func.sum(_agent_sales.c.amount_minor),
+            func.sum(_agent_sales.c.commission_minor),
+            func.sum(_agent_sales.c.commission_total_minor),
+        )
+        .where(
+            _agent_sales.c.created_at >= period.start,
+            _agent_sales.c.created_at < period.end,
+            _agent_sales.c.currency == currency,
+        )
+        .group_by(day, group)
+        .order_by(day, group)
+    )
+    return [
+        AgentDayRow(
+            as_date(row[0]),
+            None if row[1] is None else int(row[1]),
+            int(row[2]),
+            int(row[3]),
+            int(row[4]),
+            int(row[5]),
+        )
+        for row in session.execute(statement)
+    ]
 
 
 def currencies_in_use(session: Session) -> list[str]:

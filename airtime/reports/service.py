@@ -20,7 +20,7 @@ from airtime.errors import NotFound, ValidationFailed
 from airtime.i18n import N_, translations
 from airtime.money import format_money, minor_unit_exponent, validate_currency
 from airtime.reports import queries
-from airtime.reports.charts import Chart, ChartKind, Series, sparse_labels
+from airtime.reports.charts import SERIES_MAX, Chart, ChartKind, Series, sparse_labels
 from airtime.reports.queries import Period
 from airtime.topups.models import Channel
 from airtime.vouchers.models import VoucherState
@@ -30,6 +30,12 @@ PERIOD_DAYS_MAX = 366
 # A horizontal bar chart shows this many categories; the CSV has them all.
 CHART_CATEGORIES_MAX = 20
 EXPIRY_HORIZONS_DAYS = (7, 30)
+# The agents report draws this many agents by name and the rest as one "others" series: with
+# it, one series per chart colour and pattern.
+AGENT_SERIES_MAX = SERIES_MAX - 1
+# The value of the "others" group in the table and CSV: never an agent code (codes start
+# with a letter or digit).
+OTHER_AGENTS = "(others)"
 # Who may open which report: care gets the operational ones (crediting speed, vouchers,
 # lines), money figures stay with supervisors and admins.
 MANAGER_ROLES = ("supervisor", "admin")
@@ -750,6 +756,192 @@ def promotions_report(session: Session, request: ReportRequest) -> Report:
     )
 
 
+def agents_report(session: Session, request: ReportRequest) -> Report:
+    text = _Text(request.language, request.currency)
+    _ = text.gettext
+    currency = {"currency": request.currency}
+    agents = queries.agent_sales_by_agent(session, period=request.period, currency=request.currency)
+    named = agents[:AGENT_SERIES_MAX]
+    codes: dict[int | None, str] = {row.agent_id: row.code for row in named}
+    codes[None] = OTHER_AGENTS
+    days = (
+        queries.agent_sales_by_day(
+            session,
+            period=request.period,
+            currency=request.currency,
+            agent_ids=[row.agent_id for row in named],
+        )
+        if agents
+        else []
+    )
+    categories, axis_labels = _day_axis(request.period.days())
+
+    # Sales per day: the agents that sold most in the period by name, the rest as one group.
+    series_keys = [row.code for row in named] + ([OTHER_AGENTS] if len(agents) > len(named) else [])
+    pivot = _pivot(
+        [(row.day.isoformat(), codes[row.agent_id], float(text.major(row.amount_minor))) for row in days],
+        categories,
+        series_keys,
+    )
+    sales_title = _("Amount sold per day by agent")
+    sales = Section(
+        key="sales",
+        title=sales_title,
+        columns=(
+            Column("day", _("Day (UTC)")),
+            Column("agent", _("Agent")),
+            Column("sales", _("Sales"), numeric=True),
+            Column("amount", _("Amount (%(currency)s)") % currency, numeric=True),
+        ),
+        rows=[
+            (row.day.isoformat(), codes[row.agent_id], row.sales, text.major(row.amount_minor))
+            for row in sorted(days, key=lambda row: (row.day, row.agent_id is None, codes[row.agent_id]))
+        ],
+        chart=_chart(
+            "columns",
+            "chart-agent-sales",
+            sales_title,
+            categories,
+            [
+                Series(
+                    _("Other agents") if key == OTHER_AGENTS else key,
+                    tuple(pivot[key]),
+                    tuple(text.money(round(value * 10**text.exponent)) for value in pivot[key]),
+                )
+                for key in series_keys
+            ],
+            text,
+            value_axis_label=_("Amount (%(currency)s)") % currency,
+            tick_format=text.money_tick,
+            axis_labels=axis_labels,
+            category_axis_label=_("Day (UTC)"),
+        ),
+    )
+
+    # Commission booked per day: what the selling agents kept and what their parents earned.
+    per_day: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for row in days:
+        totals = per_day[row.day.isoformat()]
+        totals[0] += row.sales
+        totals[1] += row.amount_minor
+        totals[2] += row.commission_minor
+        totals[3] += row.commission_total_minor
+    seller_values = tuple(float(text.major(per_day[day][2])) if day in per_day else 0.0 for day in categories)
+    parent_values = tuple(
+        float(text.major(per_day[day][3] - per_day[day][2])) if day in per_day else 0.0 for day in categories
+    )
+    commission_title = _("Commission booked per day")
+    commission = Section(
+        key="commission",
+        title=commission_title,
+        columns=(
+            Column("day", _("Day (UTC)")),
+            Column("sales", _("Sales"), numeric=True),
+            Column("amount", _("Amount (%(currency)s)") % currency, numeric=True),
+            Column("seller_commission", _("Selling agents (%(currency)s)") % currency, numeric=True),
+            Column("parent_commission", _("Parent agents (%(currency)s)") % currency, numeric=True),
+            Column("commission_total", _("Commission in total (%(currency)s)") % currency, numeric=True),
+        ),
+        rows=[
+            (
+                day,
+                count,
+                text.major(amount_minor),
+                text.major(seller_minor),
+                text.major(total_minor - seller_minor),
+                text.major(total_minor),
+            )
+            for day, (count, amount_minor, seller_minor, total_minor) in sorted(per_day.items())
+        ],
+        chart=_chart(
+            "columns",
+            "chart-agent-commission",
+            commission_title,
+            categories,
+            [
+                Series(
+                    _("Selling agents"),
+                    seller_values,
+                    tuple(text.money(round(value * 10**text.exponent)) for value in seller_values),
+                ),
+                Series(
+                    _("Parent agents"),
+                    parent_values,
+                    tuple(text.money(round(value * 10**text.exponent)) for value in parent_values),
+                ),
+            ],
+            text,
+            value_axis_label=_("Commission (%(currency)s)") % currency,
+            tick_format=text.money_tick,
+            axis_labels=axis_labels,
+            category_axis_label=_("Day (UTC)"),
+        ),
+    )
+
+    # Each agent over the whole period: all of them in the table, the top ones in the chart.
+    shown = agents[:CHART_CATEGORIES_MAX]
+    amounts = tuple(float(text.major(row.amount_minor)) for row in shown)
+    by_agent_title = _("Sales and commission by agent")
+    by_agent = Section(
+        key="by-agent",
+        title=by_agent_title,
+        columns=(
+            Column("agent", _("Agent")),
+            Column("name", _("Name")),
+            Column("parent", _("Parent agent")),
+            Column("sales", _("Sales"), numeric=True),
+            Column("amount", _("Amount (%(currency)s)") % currency, numeric=True),
+            Column("seller_commission", _("Own commission (%(currency)s)") % currency, numeric=True),
+            Column("commission_total", _("Commission in total (%(currency)s)") % currency, numeric=True),
+        ),
+        rows=[
+            (
+                row.code,
+                row.name,
+                row.parent_code,
+                row.sales,
+                text.major(row.amount_minor),
+                text.major(row.commission_minor),
+                text.major(row.commission_total_minor),
+            )
+            for row in agents
+        ],
+        chart=_chart(
+            "bars",
+            "chart-by-agent",
+            by_agent_title,
+            tuple(row.code for row in shown),
+            [Series(_("Amount sold"), amounts, tuple(text.money(row.amount_minor) for row in shown))],
+            text,
+            value_axis_label=_("Amount (%(currency)s)") % currency,
+            tick_format=text.money_tick,
+            totals=tuple(f"{text.count(row.sales)} · {text.money(row.amount_minor)}" for row in shown),
+        ),
+    )
+    sold = sum(row.amount_minor for row in agents)
+    seller_total = sum(row.commission_minor for row in agents)
+    commission_total = sum(row.commission_total_minor for row in agents)
+    return Report(
+        slug="agents",
+        title=_("Agent sales and commission"),
+        sections=[sales, commission, by_agent],
+        figures=[
+            Figure(_("Agent sales"), text.count(sum(row.sales for row in agents))),
+            Figure(_("Amount sold"), text.money(sold)),
+            Figure(_("Commission to selling agents"), text.money(seller_total)),
+            Figure(_("Commission to parent agents"), text.money(commission_total - seller_total)),
+            Figure(_("Commission in total"), text.money(commission_total)),
+        ],
+        note=_(
+            "Sales made by agents, by the day of the sale (UTC), in the chosen currency. Per day, "
+            "the %(count)s agents that sold most in the period are shown by code and the others "
+            "together; the agent table has all. A parent agent earns the difference between its "
+            "commission and its sub-agent's; the total is the operator's commission cost."
+        )
+        % {"count": AGENT_SERIES_MAX},
+    )
+
+
 REPORTS: dict[str, ReportSpec] = {
     spec.slug: spec
     for spec in (
@@ -806,6 +998,15 @@ REPORTS: dict[str, ReportSpec] = {
             True,
             True,
             promotions_report,
+        ),
+        ReportSpec(
+            "agents",
+            N_("Agent sales and commission"),
+            N_("Sales per day by agent, commission to sellers and their parents"),
+            MANAGER_ROLES,
+            True,
+            True,
+            agents_report,
         ),
     )
 }

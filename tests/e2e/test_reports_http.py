@@ -51,6 +51,35 @@ def test_admin_sees_every_report_with_charts_and_matching_csv(client, session_fa
     assert list(csv.reader(io.StringIO(credit.text)))[1:] == report_helpers.CREDIT_TIME
 
 
+def test_supervisor_sees_agent_sales_chart_table_and_the_same_csv(client, session_factory, settings):
+    with unit_of_work(session_factory) as session:
+        report_helpers.seed_agent_sales(session, settings)
+    _login(client, session_factory, settings, "supervisor")
+    page = client.get(f"/admin/reports/agents?{QUERY}")
+    assert page.status_code == 200 and page.text.count("<svg") == 3
+    start = page.text.index("<svg")
+    svg = ET.fromstring(page.text[start : page.text.index("</svg>", start) + len("</svg>")])
+    bars = [element for element in svg.iter() if element.get("class") == "bar"]
+    assert len(bars) == len(report_helpers.AGENT_SALES)
+    for key, expected in (
+        ("sales", report_helpers.AGENT_SALES),
+        ("commission", report_helpers.AGENT_COMMISSION),
+        ("by-agent", report_helpers.AGENT_TOTALS),
+    ):
+        download = client.get(f"/admin/reports/agents/{key}.csv?{QUERY}")
+        assert download.status_code == 200
+        assert (
+            f'filename="agents-{key}-2026-03-01-2026-03-03-GBP.csv"'
+            in download.headers["content-disposition"]
+        )
+        assert list(csv.reader(io.StringIO(download.text)))[1:] == expected
+        # The page's table holds the same figures as the download.
+        for row in expected:
+            assert "".join(f'<td class="num">{value}</td>' for value in row[-2:]) in page.text
+    chinese = client.get(f"/admin/reports/agents?{QUERY}", headers={"Accept-Language": "zh-CN"})
+    assert "代理商销售与佣金" in chinese.text and "其他代理商" not in chinese.text
+
+
 def test_default_range_is_the_last_30_days_and_the_page_speaks_chinese(client, session_factory, settings):
     _login(client, session_factory, settings, "supervisor")
     page = client.get("/admin/reports/topups", headers={"Accept-Language": "zh-CN"})
@@ -75,6 +104,7 @@ FIRST_SECTION = {
     "lines": "by-state",
     "breakage": "breakage",
     "promotions": "cost",
+    "agents": "sales",
 }
 CARE_ALLOWED = {slug for slug, spec in REPORTS.items() if "care" in spec.roles}
 

@@ -12,10 +12,18 @@ from datetime import date, timedelta
 import pytest
 
 from airtime.reports import charts, queries
+from airtime.reports import service as report_service
 from airtime.reports.service import REPORTS, parse_request, section_csv, section_for
 from airtime.topups.models import OrderStatus
 from tests import factories, report_helpers
-from tests.report_helpers import CREDIT_TIME, SUCCESS_RATE, TOPUPS_BY_CHANNEL
+from tests.report_helpers import (
+    AGENT_COMMISSION,
+    AGENT_SALES,
+    AGENT_TOTALS,
+    CREDIT_TIME,
+    SUCCESS_RATE,
+    TOPUPS_BY_CHANNEL,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -118,9 +126,85 @@ def test_breakage_and_promotion_cost(uow, settings):
     assert [figure.value for figure in promotions.figures] == ["£1.00", "£0.40", "£0.60"]
 
 
+def _agents_report(uow, settings, language="en"):
+    with uow() as session:
+        report_helpers.seed_agent_sales(session, settings)
+    with uow() as session:
+        return REPORTS["agents"].build(session, _request(language=language))
+
+
+def test_agent_sales_per_day_commission_and_by_agent(uow, settings):
+    report = _agents_report(uow, settings)
+    assert _csv(report, "sales") == [["day", "agent", "sales", "amount"], *AGENT_SALES]
+    assert _csv(report, "commission") == [
+        ["day", "sales", "amount", "seller_commission", "parent_commission", "commission_total"],
+        *AGENT_COMMISSION,
+    ]
+    assert _csv(report, "by-agent")[1:] == AGENT_TOTALS
+    assert [(figure.label, figure.value) for figure in report.figures] == [
+        ("Agent sales", "5"),
+        ("Amount sold", "£65.00"),
+        ("Commission to selling agents", "£2.65"),
+        ("Commission to parent agents", "£0.60"),
+        ("Commission in total", "£3.25"),
+    ]
+    # The CSV is the table: the same rows, in the same order, as the page shows.
+    for section in report.sections:
+        assert _csv(report, section.key)[1:] == [[str(value) for value in row] for row in section.rows]
+
+
+def test_agent_sales_chart_draws_the_table_and_groups_the_other_agents(uow, settings, monkeypatch):
+    monkeypatch.setattr(report_service, "AGENT_SERIES_MAX", 1)
+    report = _agents_report(uow, settings)
+    # SUB-1 sold most; SOLO and HUB together are "others", still adding up to each day's sales.
+    assert _csv(report, "sales")[1:] == [
+        ["2026-03-01", "SUB-1", "2", "30.00"],
+        ["2026-03-01", "(others)", "1", "5.00"],
+        ["2026-03-02", "(others)", "2", "30.00"],
+    ]
+    assert _csv(report, "by-agent")[1:] == AGENT_TOTALS
+    root = ET.fromstring(charts.render(section_for(report, "sales").chart))
+    drawn = sorted(
+        (bar.get("data-category"), bar.get("data-series"), bar.get("data-value"))
+        for bar in root.iter(f"{SVG}rect")
+        if bar.get("class") == "bar"
+    )
+    assert drawn == [
+        ("2026-03-01", "Other agents", "5"),
+        ("2026-03-01", "SUB-1", "30"),
+        ("2026-03-02", "Other agents", "30"),
+    ]
+    commission = ET.fromstring(charts.render(section_for(report, "commission").chart))
+    stacked = sorted(
+        (bar.get("data-category"), bar.get("data-series"), bar.get("data-value"))
+        for bar in commission.iter(f"{SVG}rect")
+        if bar.get("class") == "bar"
+    )
+    assert stacked == [
+        ("2026-03-01", "Parent agents", "0.6"),
+        ("2026-03-01", "Selling agents", "1.15"),
+        ("2026-03-02", "Selling agents", "1.5"),
+    ]
+
+
+def test_agent_report_in_chinese_and_in_another_currency(uow, settings):
+    report = _agents_report(uow, settings, language="zh_Hans")
+    assert report.title == "代理商销售与佣金"
+    assert _csv(report, "sales")[1:] == AGENT_SALES
+    with uow() as session:
+        dollars = REPORTS["agents"].build(
+            session,
+            parse_request(
+                start="2026-03-01", end="2026-03-03", currency="USD", default_currency="GBP", language="en"
+            ),
+        )
+    assert _csv(dollars, "by-agent")[1:] == [["USD-1", "Dollar agent", "", "1", "10.00", "0.50", "0.50"]]
+
+
 def test_every_chart_is_well_formed_svg_with_one_bar_or_point_per_figure(uow, settings):
     with uow() as session:
         report_helpers.seed(session, settings)
+        report_helpers.seed_agent_sales(session, settings)
     with uow() as session:
         built = {slug: spec.build(session, _request(language="zh_Hans")) for slug, spec in REPORTS.items()}
     for report in built.values():
