@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from airtime.accounts import service as accounts
 from airtime.accounts.models import Customer, LineState, Plan, ValidityRule
 from airtime.accounts.phone import luhn_complete
+from airtime.agents import service as agents
 from airtime.clock import today, utcnow
 from airtime.config import Settings
 from airtime.db.session import unit_of_work
@@ -21,6 +22,11 @@ from airtime.topups.models import AmountRule, Bundle, Promotion, PromotionKind
 
 DEMO_PASSWORD = "demo-password"  # noqa: S105 - printed for the demo on purpose
 DEMO_OUTLET_STAFF = "shop@example.com"
+DEMO_AGENT_CODE = "AG-CORNER"
+DEMO_AGENT_STAFF = "agent@example.com"
+DEMO_AGENT_FLOAT_MINOR = 50_000
+DEMO_AGENT_COMMISSION_BASIS_POINTS = 300  # 3% of each top-up sold
+DEMO_AGENT_DAILY_LIMIT_MINOR = 200_000
 DEMO_VOUCHER_COUNT = 5
 
 
@@ -207,7 +213,25 @@ def seed(session: Session, settings: Settings) -> bool:
                 legs=[Leg(clearing, -balance_minor), Leg(line.main_account_id, balance_minor)],
                 description="Opening balance",
             )
+    seed_agent(session)
     return True
+
+
+def seed_agent(session: Session) -> None:
+    """A reseller in GBP with a funded float and a staff login for the agent portal, made
+    the way an operator makes one (``airtime agents create``, ``fund``, ``create-staff``)."""
+    agent = agents.create_agent(
+        session,
+        code=DEMO_AGENT_CODE,
+        name="Corner Agents",
+        currency="GBP",
+        commission_basis_points=DEMO_AGENT_COMMISSION_BASIS_POINTS,
+        daily_limit_minor=DEMO_AGENT_DAILY_LIMIT_MINOR,
+    )
+    agents.fund_agent(session, agent=agent, amount_minor=DEMO_AGENT_FLOAT_MINOR, reference="demo-float")
+    accounts.create_staff(
+        session, email=DEMO_AGENT_STAFF, password=DEMO_PASSWORD, role="agent", agent_id=agent.id
+    )
 
 
 def seed_vouchers(factory: sessionmaker[Session], settings: Settings, export_path: Path) -> list[str]:

@@ -73,7 +73,14 @@ def demo(
     """Migrate, load demo data, print the logins and serve on SQLite (unless configured otherwise)."""
     import uvicorn
 
-    from airtime.demo import DEMO_LOGINS, DEMO_OUTLET_STAFF, DEMO_PASSWORD, seed, seed_vouchers
+    from airtime.demo import (
+        DEMO_AGENT_STAFF,
+        DEMO_LOGINS,
+        DEMO_OUTLET_STAFF,
+        DEMO_PASSWORD,
+        seed,
+        seed_vouchers,
+    )
 
     os.environ.setdefault("AIRTIME_BASE_URL", f"http://{host}:{port}")
     get_settings.cache_clear()
@@ -91,6 +98,7 @@ def demo(
     for login in DEMO_LOGINS:
         console.print(f"  log in as {login.email} / {login.password}  ({login.language})")
     console.print(f"  outlet till: {settings.base_url}/outlet as {DEMO_OUTLET_STAFF} / {DEMO_PASSWORD}")
+    console.print(f"  agent portal: {settings.base_url}/agent as {DEMO_AGENT_STAFF} / {DEMO_PASSWORD}")
     if pins:
         console.print(f"Voucher PINs (£10 each, redeem at {settings.base_url}/redeem): {', '.join(pins)}")
     console.print(f"All demo voucher PINs: {voucher_file.resolve()}")
