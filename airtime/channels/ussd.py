@@ -41,11 +41,19 @@ from airtime.vouchers import service as vouchers
 from airtime.vouchers.pins import normalize_pin
 
 router = APIRouter(include_in_schema=False)
-SCREEN_CHARACTERS_MAX = 182  # what a USSD screen shows (GSM 7-bit); longer text is cut
+# What one USSD screen holds depends on how the network encodes its text. A screen is 160
+# octets of user data: 182 septets when every character is in the GSM 03.38 default alphabet
+# (GSM 7-bit; a character of its extension table, such as € or [, takes two septets), else the
+# text goes as UCS-2, two octets a character, and 80 characters fit (a character outside the
+# Basic Multilingual Plane takes two). Any Chinese character makes the whole screen UCS-2.
+GSM7_SCREEN_SEPTETS_MAX = 182
+UCS2_SCREEN_CHARACTERS_MAX = 80
 CALLBACK_BODY_BYTES_MAX = 8 * 1024
 TEXT_LENGTH_MAX = 400
 BUNDLES_SHOWN_MAX = 5
 BUNDLE_NAME_CHARACTERS_MAX = 20
+# A bundle name on a UCS-2 screen (Chinese): shorter, so the list keeps several bundles.
+BUNDLE_NAME_UCS2_CHARACTERS_MAX = 10
 SECRET_HEADER = "x-ussd-secret"  # noqa: S105 - the name of the header, not a secret
 SECRET_QUERY = "secret"  # noqa: S105 - the name of the query parameter
 
@@ -63,13 +71,66 @@ def _text(language: str, message: str, /, **params: object) -> str:
     return translated % params if params else translated
 
 
+# The GSM 03.38 default alphabet (one septet each) and its extension table (two septets each).
+GSM7_BASIC_CHARACTERS = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENSION_CHARACTERS = frozenset("\f^{}\\[~]|€")
+# Where a cut screen ends: "…" is not GSM-7, so a GSM-7 screen ends with three dots instead
+# (an ellipsis would turn the whole screen into UCS-2 and make it too long).
+CUT_MARK_GSM7 = "..."
+CUT_MARK_UCS2 = "…"
+
+
+def gsm7_septets(text: str) -> int | None:
+    """How many septets ``text`` takes in GSM 7-bit, or None if it cannot be sent so."""
+    septets = 0
+    for character in text:
+        if character in GSM7_BASIC_CHARACTERS:
+            septets += 1
+        elif character in GSM7_EXTENSION_CHARACTERS:
+            septets += 2
+        else:
+            return None
+    return septets
+
+
+def ucs2_characters(text: str) -> int:
+    """How many UCS-2 (UTF-16) code units ``text`` takes."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def fits_screen(body: str) -> bool:
+    """Whether ``body`` fits one USSD screen in the encoding the network will use for it."""
+    septets = gsm7_septets(body)
+    if septets is not None:
+        return septets <= GSM7_SCREEN_SEPTETS_MAX
+    return ucs2_characters(body) <= UCS2_SCREEN_CHARACTERS_MAX
+
+
+def _cut(body: str) -> str:
+    """The longest start of ``body`` that fits, with a mark that says it was cut."""
+    mark = CUT_MARK_GSM7 if gsm7_septets(body) is not None else CUT_MARK_UCS2
+    low, high = 0, len(body)  # the longest prefix that fits with the mark; fitting is monotone
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits_screen(body[:middle] + mark):
+            low = middle
+        else:
+            high = middle - 1
+    return body[:low] + mark
+
+
 def screen(kind: str, body: str) -> str:
     """A reply that fits one USSD screen: ``CON``/``END``, a space, then at most
-    ``SCREEN_CHARACTERS_MAX`` characters (the tests keep every real screen under it; the cut
-    is a last resort so a long bundle name can never make the gateway drop the reply)."""
+    ``GSM7_SCREEN_SEPTETS_MAX`` septets of GSM-7 text or ``UCS2_SCREEN_CHARACTERS_MAX``
+    characters of anything else (the tests keep every real screen under it, in both
+    languages; the cut is a last resort so a long bundle name can never make the gateway
+    drop the reply)."""
     assert kind in ("CON", "END")
-    if len(body) > SCREEN_CHARACTERS_MAX:
-        body = body[: SCREEN_CHARACTERS_MAX - 1] + "…"
+    if not fits_screen(body):
+        body = _cut(body)
     return f"{kind} {body}"
 
 
@@ -182,13 +243,13 @@ def _route(call: _Call, status: str) -> str:
         # acted on, so a late "yes" can never buy or redeem anything.
         row.text_offset = text
         if status == channels.SessionStatus.EXPIRED:
-            return screen("CON", call._("Your session timed out. Start again:") + "\n" + _menu_body(call))
-        return screen("CON", call._("Let's start again:") + "\n" + _menu_body(call))
+            return screen("CON", _menu_body(call, call._("Your session timed out. Start again:")))
+        return screen("CON", _menu_body(call, call._("Let's start again:")))
     if status == channels.SessionStatus.EXPIRED:
         row.text_offset = ""
     if row.text_offset and not (text == row.text_offset or text.startswith(row.text_offset + "*")):
         row.text_offset = text
-        return screen("CON", call._("Let's start again:") + "\n" + _menu_body(call))
+        return screen("CON", _menu_body(call, call._("Let's start again:")))
     relative = text[len(row.text_offset) :].lstrip("*")
     call.inputs = relative.split("*") if relative else []
     return _step(call)
@@ -205,16 +266,25 @@ def _shortcut_pin(callback: UssdCallback) -> str | None:
     return None
 
 
-def _menu_body(call: _Call) -> str:
-    return "\n".join(
-        [
-            call.settings.operator_name,
-            "1 " + call._("Balance and validity"),
-            "2 " + call._("Redeem a voucher"),
-            "3 " + call._("Buy a bundle"),
-            "4 Language / 语言",
-        ]
-    )
+# The language item names both languages, so a reader of either finds it; but "语言" makes
+# a screen UCS-2 (80 characters), and the English menu does not fit in 80, so where the
+# bilingual item does not fit, the menu says "Language" alone and stays GSM-7 (182).
+LANGUAGE_ITEM = "4 Language / 语言"
+LANGUAGE_ITEM_GSM7 = "4 Language"
+
+
+def _menu_body(call: _Call, heading: str | None = None) -> str:
+    """The main menu (after ``heading``, if any), with the bilingual language item if the
+    screen has room for it."""
+    lines = [heading] if heading else []
+    lines += [
+        call.settings.operator_name,
+        "1 " + call._("Balance and validity"),
+        "2 " + call._("Redeem a voucher"),
+        "3 " + call._("Buy a bundle"),
+    ]
+    body = "\n".join([*lines, LANGUAGE_ITEM])
+    return body if fits_screen(body) else "\n".join([*lines, LANGUAGE_ITEM_GSM7])
 
 
 def _step(call: _Call) -> str:
@@ -357,8 +427,28 @@ def _redeem(call: _Call, *, pin: str, line: Line | None) -> str:
 
 
 def _bundle_name(call: _Call, bundle: Bundle) -> str:
+    """The bundle's name in the caller's language, cut to what a screen has room for: shorter
+    when it (or the language) puts the screen in UCS-2."""
     name = bundle.name_zh if call.language == "zh_Hans" and bundle.name_zh else bundle.name
-    return name[:BUNDLE_NAME_CHARACTERS_MAX]
+    name = name.strip()[:BUNDLE_NAME_CHARACTERS_MAX]
+    # English screens are GSM-7 unless a name is not; other languages' screens are UCS-2.
+    if call.language != "en" or gsm7_septets(name) is None:
+        return name[:BUNDLE_NAME_UCS2_CHARACTERS_MAX]
+    return name
+
+
+def _bundle_list(call: _Call, heading: str, bundles: list[Bundle]) -> tuple[str, list[Bundle]]:
+    """The "buy" screen and the bundles on it: as many as fit, in catalogue order (a long
+    Chinese list shows fewer than ``BUNDLES_SHOWN_MAX``, never a cut one)."""
+    lines: list[str] = [heading]
+    shown: list[Bundle] = []
+    for index, bundle in enumerate(bundles[:BUNDLES_SHOWN_MAX], start=1):
+        line = f"{index} {_bundle_name(call, bundle)} {_price(call, bundle)}"
+        if shown and not fits_screen("\n".join([*lines, line])):
+            break
+        lines.append(line)
+        shown.append(bundle)
+    return "\n".join(lines), shown
 
 
 def _price(call: _Call, bundle: Bundle) -> str:
@@ -371,17 +461,13 @@ def _bundle_step(call: _Call, rest: list[str]) -> str:
     view = channels.read_line(call.session, call.line)
     balance = format_money(view.balance_minor, view.currency, call.language)
     if not rest:
-        bundles = topups.active_bundles(call.session, view.currency)[:BUNDLES_SHOWN_MAX]
+        bundles = topups.active_bundles(call.session, view.currency)
         if not bundles:
             return screen("END", call._("No bundles are on offer for this number."))
+        body, shown_bundles = _bundle_list(call, call._("Balance %(amount)s. Buy:", amount=balance), bundles)
         # What was shown is what a later "1".."5" means, even if the catalogue changes meanwhile.
-        call.row.data = {**call.row.data, "bundles": [bundle.code for bundle in bundles]}
-        lines = [call._("Balance %(amount)s. Buy:", amount=balance)]
-        lines += [
-            f"{index} {_bundle_name(call, bundle)} {_price(call, bundle)}"
-            for index, bundle in enumerate(bundles, start=1)
-        ]
-        return screen("CON", "\n".join(lines))
+        call.row.data = {**call.row.data, "bundles": [bundle.code for bundle in shown_bundles]}
+        return screen("CON", body)
     shown = list(call.row.data.get("bundles", []))
     choice = rest[0]
     if not choice.isdigit() or not 1 <= int(choice) <= len(shown):

@@ -12,10 +12,19 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from airtime.app import create_app
-from airtime.channels.ussd import SCREEN_CHARACTERS_MAX
+from airtime.channels.ussd import (
+    CUT_MARK_GSM7,
+    CUT_MARK_UCS2,
+    GSM7_SCREEN_SEPTETS_MAX,
+    UCS2_SCREEN_CHARACTERS_MAX,
+    fits_screen,
+    gsm7_septets,
+    screen,
+)
 from airtime.clock import utcnow
 from airtime.db.session import unit_of_work
-from airtime.ledger.service import balance_of
+from airtime.ledger.models import AccountKind
+from airtime.ledger.service import Leg, balance_of, operator_account, post_transfer
 from airtime.topups.models import Bundle, LineAllowance, TopupOrder
 from airtime.vouchers.models import RedemptionAttempt
 from tests import factories, topup_helpers, voucher_helpers
@@ -58,8 +67,9 @@ class Gateway:
         assert response.headers["content-type"].startswith("text/plain")
         if expect == 200:
             assert response.text.startswith(("CON ", "END ")), response.text
-            assert len(response.text) - 4 <= SCREEN_CHARACTERS_MAX, response.text
-            assert not response.text.endswith("…"), f"screen was cut: {response.text}"
+            body = response.text[4:]
+            assert fits_screen(body), f"too long for one screen ({len(body)} characters): {body}"
+            assert not body.endswith((CUT_MARK_GSM7, CUT_MARK_UCS2)), f"screen was cut: {body}"
             self.screens.append(response.text)
         return response.text
 
@@ -85,7 +95,10 @@ def test_balance_and_validity_of_the_callers_line(client, session_factory, setti
     line = _line(session_factory, settings, balance_minor=1250)
     gateway = Gateway(client)
     menu = gateway.send("")
-    assert menu.startswith("CON ") and "1 Balance and validity" in menu and "4 Language / 语言" in menu
+    assert menu.startswith("CON ") and "1 Balance and validity" in menu
+    # "4 Language / 语言" would make the English menu UCS-2, where it does not fit (80
+    # characters): it says "Language" alone and stays GSM-7.
+    assert menu.endswith("\n4 Language") and gsm7_septets(menu) is not None
     shown = gateway.send("1")
     assert shown.startswith("END ")
     assert "Balance: £12.50" in shown
@@ -262,7 +275,7 @@ def test_language_switch_to_chinese_is_remembered(client, session_factory, setti
     assert gateway.send("4*2") == "END 语言已设为简体中文。"
     later = Gateway(client)
     menu = later.send("")
-    assert "1 余额和有效期" in menu and "2 充值卡充值" in menu
+    assert "1 余额和有效期" in menu and "2 充值卡充值" in menu and menu.endswith("\n4 Language / 语言")
     shown = later.send("1")
     assert "余额：£12.50" in shown and f"有效期至{line.validity_date.isoformat()}" in shown
     bundles = Gateway(client)
@@ -273,7 +286,10 @@ def test_language_switch_to_chinese_is_remembered(client, session_factory, setti
 
 
 def test_every_screen_fits_in_both_languages(client, session_factory, settings, tmp_path):
-    """Long data on purpose: five bundles with long names, a bonus balance, a long receipt."""
+    """Long data on purpose: six bundles with long names, a bonus balance, a long receipt, a
+    long unknown caller's number, a balance too short for a bundle. Chinese screens go out
+    as UCS-2 and hold 80 characters, English ones 182 (Gateway.send checks each screen in
+    its own encoding, and that none was cut)."""
     line = _line(session_factory, settings, balance_minor=999_999)
     with unit_of_work(session_factory) as session:
         for index in range(6):
@@ -288,14 +304,103 @@ def test_every_screen_fits_in_both_languages(client, session_factory, settings, 
                     validity_days=30,
                 )
             )
+        expense = operator_account(session, kind=AccountKind.PROMOTION_EXPENSE, currency="GBP")
+        post_transfer(
+            session,
+            transfer_id="test-bonus",
+            kind="test_bonus",
+            currency="GBP",
+            legs=[Leg(expense, -888_888), Leg(line.bonus_account_id, 888_888)],
+            description="Bonus",
+        )
+        poor = factories.line(session, settings, msisdn="+447911000222", balance_minor=1)
+        friend = factories.line(session, settings, msisdn="+447911000111")
+        # One caller a language who types wrong PINs until voucher top-up locks.
+        lockers = {
+            choice: factories.line(session, settings, msisdn=msisdn).msisdn
+            for choice, msisdn in (("1", "+447911000333"), ("2", "+447911000444"))
+        }
     _, rows = voucher_helpers.released_pins(session_factory, settings, tmp_path)
-    for language_choice, pin in (("1", rows[0]["pin"]), ("2", rows[1]["pin"])):
-        Gateway(client).walk(f"4*{language_choice}")
+    unknown = "+4477009009999999999"  # 20 characters, the most a screen repeats
+    for language_choice, first, second in (("1", rows[0], rows[1]), ("2", rows[2], rows[3])):
+        pin, other_pin = first["pin"], second["pin"]
+        for phone in (CALLER, poor.msisdn, unknown, lockers[language_choice]):
+            Gateway(client, phone=phone).walk(f"4*{language_choice}")
         for path in ("", "1", "2", f"2*{pin}", f"2*{pin}*2", "3", "3*1", "3*1*1", "3*2*2", "4", "9"):
             Gateway(client).walk(path)
         Gateway(client).walk(f"2*{pin}*1")  # checked by Gateway.send: fits, not cut
+        Gateway(client).walk(f"2*{pin}*1")  # "already used on ..."
+        Gateway(client).walk(f"2*{other_pin}*2*07911000111")
         Gateway(client).walk("2*0000111122223333*1")
+        Gateway(client, phone=poor.msisdn).walk("3*1*1")  # the balance is too short
+        Gateway(client, phone=unknown).walk("1")
+        for attempt in range(settings.voucher_failures_max + 1):  # then "locked until ..."
+            Gateway(client, phone=lockers[language_choice]).walk(f"2*1111 2222 3333 {attempt:04d}*1")
+        timed_out = Gateway(client)
+        timed_out.send("")
+        with time_machine.travel(utcnow() + timedelta(minutes=10)):
+            timed_out.send("2")  # "your session timed out" and the menu, on one screen
+    chinese_menu = Gateway(client).send("")
+    assert gsm7_septets(chinese_menu) is None, "the Chinese screens are checked as UCS-2"
     assert _balance(session_factory, line) > 0
+    assert _balance(session_factory, friend) == 2000  # one voucher in each language
+
+
+def test_a_chinese_bundle_list_shows_as_many_bundles_as_fit(client, session_factory, settings):
+    """In UCS-2 the list keeps fewer bundles, with shorter names, and a choice means what was
+    shown."""
+    _line(session_factory, settings, balance_minor=999_999)
+    with unit_of_work(session_factory) as session:
+        for index in range(6):
+            session.add(
+                Bundle(
+                    code=f"LONG-{index}",
+                    name=f"Roaming pack {index} with data and minutes",
+                    name_zh=f"全球漫游无限流量和通话分钟套餐{index}",
+                    currency="GBP",
+                    price_minor=90_000 + index,
+                    data_mb=1,
+                    validity_days=30,
+                )
+            )
+    english = Gateway(client).walk("3")
+    assert english.count("\n") == 5  # the heading and five bundles
+    Gateway(client).walk("4*2")
+    chinese = Gateway(client).walk("3")
+    listed = chinese.split("\n")[1:]
+    # The helpers' catalogue bundle ("5 GB", £10.00, no Chinese name) comes first, by price.
+    assert listed[0] == "1 5 GB £10.00" and 2 <= len(listed) < 5, chinese
+    assert all(line.startswith(f"{index} 全球漫游") for index, line in enumerate(listed[1:], start=2))
+    last = len(listed)
+    assert f"£900.0{last - 2}" in Gateway(client).walk(f"3*{last}")
+    assert Gateway(client).walk(f"3*{last + 1}").startswith("END ")  # not shown, not a choice
+
+
+@pytest.mark.parametrize(
+    ("body", "fits"),
+    [
+        ("a" * GSM7_SCREEN_SEPTETS_MAX, True),
+        ("a" * (GSM7_SCREEN_SEPTETS_MAX + 1), False),
+        ("£@é\n" * (GSM7_SCREEN_SEPTETS_MAX // 4), True),  # all in the default alphabet
+        ("€" * (GSM7_SCREEN_SEPTETS_MAX // 2), True),  # the extension table: two septets each
+        ("€" * (GSM7_SCREEN_SEPTETS_MAX // 2 + 1), False),
+        ("余" * UCS2_SCREEN_CHARACTERS_MAX, True),
+        ("余" * (UCS2_SCREEN_CHARACTERS_MAX + 1), False),
+        ("a" * (UCS2_SCREEN_CHARACTERS_MAX - 1) + "余", True),  # one Chinese character: UCS-2
+        ("a" * UCS2_SCREEN_CHARACTERS_MAX + "余", False),
+        ("a" * UCS2_SCREEN_CHARACTERS_MAX + "…", False),  # … is not GSM-7 either
+    ],
+)
+def test_the_screen_limit_follows_the_encoding(body, fits):
+    assert fits_screen(body) is fits
+
+
+@pytest.mark.parametrize("body", ["x" * 400, "余额" * 100, "a" * 150 + "余", "€" * 150, "😀" * 60])
+def test_a_screen_too_long_is_cut_to_fit_its_encoding(body):
+    shown = screen("END", body)[4:]
+    assert fits_screen(shown)
+    assert shown.endswith(CUT_MARK_GSM7 if gsm7_septets(body) is not None else CUT_MARK_UCS2)
+    assert len(shown) > 30  # cut to the limit, not to nothing
 
 
 def test_unauthenticated_callbacks_are_refused_and_nothing_moves(client, session_factory, settings, tmp_path):
