@@ -173,7 +173,10 @@ def test_agent_staff_sell_a_top_up_and_see_it_in_history_and_statement(page: Pag
 
 def test_the_agent_portal_in_chinese(page: Page, tmp_path: Path) -> None:
     def zh(message: str) -> str:
-        return gettext(ZH, message)
+        """The Chinese the page must show; a missing catalogue entry fails here, not silently."""
+        translated = gettext(ZH, message)
+        assert translated != message, f"no Chinese translation for {message!r}"
+        return translated
 
     widths = Widths(page)
     AgentLoginPage(page).open().switch_language("简体中文")
