@@ -179,7 +179,13 @@ SEED_STATEMENTS = [
 
 def seed(engine: Engine, *, orders: int, lines: int, console) -> None:  # type: ignore[no-untyped-def]
     upgrade(engine)
-    parameters = {"orders": orders, "lines": lines, "outlets": OUTLETS, "vouchers": VOUCHERS, "agents": AGENTS}
+    parameters = {
+        "orders": orders,
+        "lines": lines,
+        "outlets": OUTLETS,
+        "vouchers": VOUCHERS,
+        "agents": AGENTS,
+    }
     with engine.begin() as connection:
         for statement in SEED_STATEMENTS:
             started = time.perf_counter()
