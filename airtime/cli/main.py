@@ -133,6 +133,43 @@ def create_staff(
     console.print(f"Staff user {staff.email} created with role {staff.role}.")
 
 
+@app.command("reset-two-factor")
+def reset_two_factor(
+    email: Annotated[str, typer.Argument(help="The staff member who lost their authenticator.")],
+    by: Annotated[str, typer.Option(help="Your own admin email (written to the audit log).")],
+    reason: Annotated[str, typer.Option(help="Why (written to the audit log).")],
+) -> None:
+    """Forget a staff member's two-factor key: they enrol a new one at their next log-in."""
+    from sqlalchemy import select
+
+    from airtime.accounts.models import StaffUser
+    from airtime.care.audit import record
+    from airtime.staff.totp import reset
+
+    if not reason.strip():
+        fail("Give a reason.")
+    with database_session() as session:
+        admin = session.scalar(select(StaffUser).where(StaffUser.email == by.strip().lower()))
+        if admin is None or not admin.active or admin.role != "admin":
+            fail(f"{by} is not an active admin.")
+        staff = session.scalar(select(StaffUser).where(StaffUser.email == email.strip().lower()))
+        if staff is None:
+            fail(f"No staff user {email}.")
+        if not reset(session, staff_user_id=staff.id):
+            fail(f"{staff.email} has no two-factor key to reset.")
+        record(
+            session,
+            actor=admin,
+            action="staff.reset_two_factor",
+            subject_type="staff_user",
+            subject_id=staff.id,
+            before={"two_factor": "enrolled"},
+            after={"two_factor": "none"},
+            reason=reason.strip(),
+        )
+    console.print(f"Two-factor key of {staff.email} reset; they enrol again at their next log-in.")
+
+
 @app.command("send-notifications")
 def send_notifications(
     limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many messages.")] = 1000,

@@ -262,3 +262,38 @@ def test_plans_and_lines_bad_input_is_one_line_and_changes_nothing(
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
     assert fingerprint(session_factory) == before
+
+
+def test_reset_two_factor_forgets_the_key_and_is_audited(cli_env, session_factory, settings):
+    from airtime.care.models import AuditEntry
+    from airtime.db.session import unit_of_work
+    from airtime.staff import totp
+    from airtime.staff.models import StaffTotp
+    from tests import staff_helpers
+
+    with unit_of_work(session_factory) as session:
+        staff_helpers.staff_user(session, email="boss@example.com", role="admin")
+        care = staff_helpers.staff_user(session, email="care@example.com", role="care")
+        totp.start_enrolment(session, staff=care, settings=settings)
+    before = fingerprint(session_factory)
+    for arguments, message in (
+        (["care@example.com", "--by", "care@example.com", "--reason", "lost phone"], "not an active admin"),
+        (["nobody@example.com", "--by", "boss@example.com", "--reason", "lost phone"], "No staff user"),
+        (["care@example.com", "--by", "boss@example.com", "--reason", " "], "Give a reason"),
+    ):
+        refused = runner.invoke(app, ["reset-two-factor", *arguments])
+        assert refused.exit_code == 2 and message in refused.output, refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+    assert fingerprint(session_factory) == before
+    done = runner.invoke(
+        app, ["reset-two-factor", "care@example.com", "--by", "boss@example.com", "--reason", "lost phone"]
+    )
+    assert done.exit_code == 0 and "enrol again" in done.output, done.output
+    with unit_of_work(session_factory) as session:
+        assert session.get(StaffTotp, care.id) is None
+        [entry] = session.query(AuditEntry).filter_by(action="staff.reset_two_factor").all()
+        assert entry.staff_email == "boss@example.com" and entry.reason == "lost phone"
+    again = runner.invoke(
+        app, ["reset-two-factor", "care@example.com", "--by", "boss@example.com", "--reason", "x"]
+    )
+    assert again.exit_code == 2 and "no two-factor key" in again.output
