@@ -144,23 +144,39 @@ def post_transfers(session: Session, requests: Sequence[TransferRequest]) -> lis
 
     now = utcnow()
     hashes = {transfer_id: request.content_hash() for transfer_id, request in by_id.items()}
-    inserted = set(
-        session.execute(
-            insert_ignoring_conflicts(session, _transfers).returning(_transfers.c.id),
-            [
+    if is_postgresql(session):
+        inserted = set(
+            session.execute(
+                _INSERT_TRANSFERS,
                 {
-                    "id": transfer_id,
-                    "kind": request.kind,
-                    "currency": request.currency,
-                    "content_hash": hashes[transfer_id],
-                    "description": request.description[:200],
-                    "details": dict(request.details),
+                    "ids": list(by_id),
+                    "kinds": [request.kind for request in by_id.values()],
+                    "currencies": [request.currency for request in by_id.values()],
+                    "hashes": [hashes[transfer_id] for transfer_id in by_id],
+                    "descriptions": [request.description[:200] for request in by_id.values()],
+                    "details": [json.dumps(dict(request.details)) for request in by_id.values()],
                     "created_at": now,
-                }
-                for transfer_id, request in by_id.items()
-            ],
-        ).scalars()
-    )
+                },
+            ).scalars()
+        )
+    else:
+        inserted = set(
+            session.execute(
+                insert_ignoring_conflicts(session, _transfers).returning(_transfers.c.id),
+                [
+                    {
+                        "id": transfer_id,
+                        "kind": request.kind,
+                        "currency": request.currency,
+                        "content_hash": hashes[transfer_id],
+                        "description": request.description[:200],
+                        "details": dict(request.details),
+                        "created_at": now,
+                    }
+                    for transfer_id, request in by_id.items()
+                ],
+            ).scalars()
+        )
     created_at = dict.fromkeys(inserted, now)
     replayed_ids = [transfer_id for transfer_id in by_id if transfer_id not in inserted]
     if replayed_ids:
@@ -301,9 +317,19 @@ def _apply(session: Session, requests: Sequence[TransferRequest], now: datetime)
 
 
 # PostgreSQL spellings of the batch writes: a row per element of the array parameters.
+_INSERT_TRANSFERS = text(
+    "INSERT INTO ledger_transfers (id, kind, currency, content_hash, description, details, created_at) "
+    "SELECT i, k, c, h, d, CAST(j AS json), :created_at FROM unnest(CAST(:ids AS varchar[]), "
+    "CAST(:kinds AS varchar[]), CAST(:currencies AS varchar[]), CAST(:hashes AS varchar[]), "
+    "CAST(:descriptions AS varchar[]), CAST(:details AS text[])) AS t(i, k, c, h, d, j) "
+    "ON CONFLICT DO NOTHING RETURNING id"
+).bindparams(bindparam("created_at", type_=UTCDateTime()))
 _UPDATE_BALANCES = text(
     "UPDATE ledger_accounts AS a SET balance_minor = a.balance_minor + d.delta "
-    "FROM unnest(CAST(:ids AS bigint[]), CAST(:deltas AS bigint[])) AS d(id, delta) WHERE a.id = d.id"
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:deltas AS bigint[])) AS d(id, delta) "
+    # The second condition gives the planner an index path into the accounts; without it a
+    # large batch is hash-joined against a scan of every account.
+    "WHERE a.id = d.id AND a.id = ANY(CAST(:ids AS bigint[]))"
 )
 _INSERT_ENTRIES = text(
     "INSERT INTO ledger_entries (transfer_id, account_id, amount_minor, created_at) "
