@@ -27,7 +27,7 @@ from airtime.web.context import (
     visitor,
 )
 from airtime.web.permissions import OPERATOR_ROLES, StaffMember, StaffRole
-from airtime.web.staff import staff_login
+from airtime.web.staff import add_login_door
 
 router = APIRouter(include_in_schema=False)
 CsrfChecked = Depends(check_csrf)
@@ -51,29 +51,15 @@ def _serial(text: str) -> int:
     return int(digits)
 
 
-@router.get("/admin/login", response_class=HTMLResponse)
-def login_form(request: Request) -> Response:
-    with unit_of_work(request.app.state.session_factory) as session:
-        who = visitor(request, session)
-        return render(request, who, "admin_login.html", {"email": "", "error": None})
-
-
-@router.post("/admin/login", response_class=HTMLResponse, dependencies=[CsrfChecked])
-def login(
-    request: Request,
-    email: Annotated[str, Form(max_length=254)] = "",
-    password: Annotated[str, Form(max_length=200)] = "",
-) -> Response:
-    return staff_login(
-        request,
-        email=email,
-        password=password,
-        template="admin_login.html",
-        success_url="/admin/vouchers",
-        may_enter=lambda staff: staff.role in LOOKUP_ROLES,
-        refusal=N_("This account cannot use the staff pages."),
-        session_hours=STAFF_SESSION_HOURS,
-    )
+add_login_door(
+    router,
+    path="/admin/login",
+    template="admin_login.html",
+    success_url="/admin/vouchers",
+    may_enter=lambda staff: staff.role in LOOKUP_ROLES,
+    refusal=N_("This account cannot use the staff pages."),
+    session_hours=STAFF_SESSION_HOURS,
+)
 
 
 def _page(request: Request, session: Session, staff: StaffMember, **extra: object) -> Response:

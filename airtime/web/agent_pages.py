@@ -23,7 +23,7 @@ from airtime.money import parse_money
 from airtime.topups.models import AmountRule
 from airtime.web.context import STAFF_COOKIE, check_csrf, read_signed_cookie, redirect, render, visitor
 from airtime.web.permissions import StaffRole
-from airtime.web.staff import current_staff, staff_login
+from airtime.web.staff import add_login_door, current_staff
 
 router = APIRouter(include_in_schema=False)
 CsrfChecked = Depends(check_csrf)
@@ -49,29 +49,15 @@ def _agent_staff(request: Request, session: Session) -> tuple[StaffUser, Agent] 
     return (staff, agent) if agent is not None and agent.active else None
 
 
-@router.get("/agent/login", response_class=HTMLResponse)
-def agent_login_form(request: Request) -> Response:
-    with unit_of_work(request.app.state.session_factory) as session:
-        who = visitor(request, session)
-        return render(request, who, "agent_login.html", {"email": "", "error": None})
-
-
-@router.post("/agent/login", response_class=HTMLResponse, dependencies=[CsrfChecked])
-def agent_login(
-    request: Request,
-    email: Annotated[str, Form(max_length=254)] = "",
-    password: Annotated[str, Form(max_length=200)] = "",
-) -> Response:
-    return staff_login(
-        request,
-        email=email,
-        password=password,
-        template="agent_login.html",
-        success_url="/agent",
-        may_enter=lambda staff: staff.agent_id is not None,
-        refusal=N_("This account does not belong to an agent."),
-        session_hours=STAFF_SESSION_HOURS,
-    )
+add_login_door(
+    router,
+    path="/agent/login",
+    template="agent_login.html",
+    success_url="/agent",
+    may_enter=lambda staff: staff.agent_id is not None,
+    refusal=N_("This account does not belong to an agent."),
+    session_hours=STAFF_SESSION_HOURS,
+)
 
 
 def _sell_context(

@@ -24,7 +24,7 @@ from airtime.payments.base import PaymentProvider
 from airtime.topups import service as topups
 from airtime.web.context import check_csrf, redirect, render, visitor
 from airtime.web.permissions import OPERATOR_ROLES, StaffMember, StaffRole
-from airtime.web.staff import staff_login
+from airtime.web.staff import add_login_door
 
 router = APIRouter(include_in_schema=False)
 CsrfChecked = Depends(check_csrf)
@@ -50,28 +50,15 @@ def _back(request: Request, session: Session, url: str, done: str) -> Response:
     return redirect(f"{url}{separator}done={done}", visitor(request, session), _settings(request))
 
 
-@router.get("/care/login", response_class=HTMLResponse)
-def login_form(request: Request) -> Response:
-    with unit_of_work(request.app.state.session_factory) as session:
-        return render(request, visitor(request, session), "care_login.html", {"email": "", "error": None})
-
-
-@router.post("/care/login", response_class=HTMLResponse, dependencies=[CsrfChecked])
-def login(
-    request: Request,
-    email: Annotated[str, Form(max_length=254)] = "",
-    password: Annotated[str, Form(max_length=200)] = "",
-) -> Response:
-    return staff_login(
-        request,
-        email=email,
-        password=password,
-        template="care_login.html",
-        success_url="/care",
-        may_enter=lambda staff: staff.role in OPERATOR_ROLES,
-        refusal=N_("This account cannot use the care console."),
-        session_hours=STAFF_SESSION_HOURS,
-    )
+add_login_door(
+    router,
+    path="/care/login",
+    template="care_login.html",
+    success_url="/care",
+    may_enter=lambda staff: staff.role in OPERATOR_ROLES,
+    refusal=N_("This account cannot use the care console."),
+    session_hours=STAFF_SESSION_HOURS,
+)
 
 
 @router.get("/care", response_class=HTMLResponse)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
-from fastapi.responses import Response
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 
@@ -25,7 +25,9 @@ from airtime.errors import AppError, AuthenticationFailed
 from airtime.staff import totp
 from airtime.web.context import (
     STAFF_COOKIE,
+    check_csrf,
     redirect,
+    render,
     render_page,
     set_signed_cookie,
     visitor,
@@ -125,3 +127,39 @@ def open_staff_session(request: Request, session: Session, *, staff: StaffUser, 
         ip_address=request.client.host if request.client else "",
         user_agent=request.headers.get("user-agent", ""),
     )
+
+
+def add_login_door(
+    router: APIRouter,
+    *,
+    path: str,
+    template: str,
+    success_url: str,
+    may_enter: Callable[[StaffUser], bool],
+    refusal: str,
+    session_hours: int,
+) -> None:
+    """Register one staff door on ``router``: the log-in form at ``path`` (GET) and its
+    submission (POST, CSRF-checked) through :func:`staff_login`."""
+
+    @router.get(path, response_class=HTMLResponse)
+    def login_form(request: Request) -> Response:
+        with unit_of_work(request.app.state.session_factory) as session:
+            return render(request, visitor(request, session), template, {"email": "", "error": None})
+
+    @router.post(path, response_class=HTMLResponse, dependencies=[Depends(check_csrf)])
+    def login(
+        request: Request,
+        email: Annotated[str, Form(max_length=254)] = "",
+        password: Annotated[str, Form(max_length=200)] = "",
+    ) -> Response:
+        return staff_login(
+            request,
+            email=email,
+            password=password,
+            template=template,
+            success_url=success_url,
+            may_enter=may_enter,
+            refusal=refusal,
+            session_hours=session_hours,
+        )

@@ -33,7 +33,7 @@ from airtime.web.context import (
     visitor,
 )
 from airtime.web.permissions import StaffMember, StaffRole
-from airtime.web.staff import staff_login
+from airtime.web.staff import add_login_door
 
 router = APIRouter(include_in_schema=False)
 CsrfChecked = Depends(check_csrf)
@@ -119,29 +119,15 @@ def _outlet_of(session: Session, staff: StaffMember) -> Outlet:
     return outlet
 
 
-@router.get("/outlet/login", response_class=HTMLResponse)
-def outlet_login_form(request: Request) -> Response:
-    with unit_of_work(request.app.state.session_factory) as session:
-        who = visitor(request, session)
-        return render(request, who, "outlet_login.html", {"email": "", "error": None})
-
-
-@router.post("/outlet/login", response_class=HTMLResponse, dependencies=[CsrfChecked])
-def outlet_login(
-    request: Request,
-    email: Annotated[str, Form(max_length=254)] = "",
-    password: Annotated[str, Form(max_length=200)] = "",
-) -> Response:
-    return staff_login(
-        request,
-        email=email,
-        password=password,
-        template="outlet_login.html",
-        success_url="/outlet",
-        may_enter=lambda staff: staff.outlet_id is not None,
-        refusal=N_("This account does not belong to an outlet."),
-        session_hours=STAFF_SESSION_HOURS,
-    )
+add_login_door(
+    router,
+    path="/outlet/login",
+    template="outlet_login.html",
+    success_url="/outlet",
+    may_enter=lambda staff: staff.outlet_id is not None,
+    refusal=N_("This account does not belong to an outlet."),
+    session_hours=STAFF_SESSION_HOURS,
+)
 
 
 @router.get("/outlet", response_class=HTMLResponse)
