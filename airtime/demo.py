@@ -24,6 +24,8 @@ DEMO_PASSWORD = "demo-password"  # noqa: S105 - printed for the demo on purpose
 DEMO_OUTLET_STAFF = "shop@example.com"
 DEMO_AGENT_CODE = "AG-CORNER"
 DEMO_AGENT_STAFF = "agent@example.com"
+# Operators for the care console and staff pages: two people, so maker-checker can be tried.
+DEMO_OPERATORS = (("carla.care@example.com", "care"), ("ada.admin@example.com", "admin"))
 DEMO_AGENT_FLOAT_MINOR = 50_000
 DEMO_AGENT_COMMISSION_BASIS_POINTS = 300  # 3% of each top-up sold
 DEMO_AGENT_DAILY_LIMIT_MINOR = 200_000
@@ -214,6 +216,8 @@ def seed(session: Session, settings: Settings) -> bool:
                 description="Opening balance",
             )
     seed_agent(session)
+    for email, role in DEMO_OPERATORS:
+        accounts.create_staff(session, email=email, password=DEMO_PASSWORD, role=role)
     return True
 
 

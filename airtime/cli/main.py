@@ -76,6 +76,7 @@ def demo(
     from airtime.demo import (
         DEMO_AGENT_STAFF,
         DEMO_LOGINS,
+        DEMO_OPERATORS,
         DEMO_OUTLET_STAFF,
         DEMO_PASSWORD,
         seed,
@@ -99,6 +100,11 @@ def demo(
         console.print(f"  log in as {login.email} / {login.password}  ({login.language})")
     console.print(f"  outlet till: {settings.base_url}/outlet as {DEMO_OUTLET_STAFF} / {DEMO_PASSWORD}")
     console.print(f"  agent portal: {settings.base_url}/agent as {DEMO_AGENT_STAFF} / {DEMO_PASSWORD}")
+    for email, role in DEMO_OPERATORS:
+        console.print(
+            f"  {role}: {settings.base_url}/care/login as {email} / {DEMO_PASSWORD} "
+            "(first log-in: scan the two-factor QR code with an authenticator app)"
+        )
     if pins:
         console.print(f"Voucher PINs (£10 each, redeem at {settings.base_url}/redeem): {', '.join(pins)}")
     console.print(f"All demo voucher PINs: {voucher_file.resolve()}")
