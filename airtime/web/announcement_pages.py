@@ -146,10 +146,7 @@ FormText = Annotated[str, Form(max_length=200)]
 FormBody = Annotated[str, Form(max_length=announcements.BODY_LENGTH_MAX + 100)]
 
 
-@router.post(LIST_URL, response_class=HTMLResponse, dependencies=[CsrfChecked])
-def create(
-    request: Request,
-    staff: AdminStaff,
+def _form(
     level: Annotated[str, Form(max_length=20)] = "",
     title_en: FormText = "",
     body_en: FormBody = "",
@@ -157,9 +154,9 @@ def create(
     body_zh: FormBody = "",
     starts_at: Annotated[str, Form(max_length=30)] = "",
     ends_at: Annotated[str, Form(max_length=30)] = "",
-) -> Response:
-    """Publish a new announcement; a refusal shows the form again with what was typed."""
-    values = {
+) -> dict[str, str]:
+    """The announcement form's fields as typed (shown again as they were on a refusal)."""
+    return {
         "level": level,
         "title_en": title_en,
         "body_en": body_en,
@@ -168,6 +165,18 @@ def create(
         "starts_at": starts_at,
         "ends_at": ends_at,
     }
+
+
+AnnouncementForm = Annotated[dict[str, str], Depends(_form)]
+
+
+@router.post(LIST_URL, response_class=HTMLResponse, dependencies=[CsrfChecked])
+def create(
+    request: Request,
+    staff: AdminStaff,
+    values: AnnouncementForm,
+) -> Response:
+    """Publish a new announcement; a refusal shows the form again with what was typed."""
     try:
         with unit_of_work(request.app.state.session_factory) as session:
             announcements.publish(session, draft=_draft(**values), actor=staff.email)
@@ -182,24 +191,9 @@ def update(
     request: Request,
     staff: AdminStaff,
     announcement_id: int,
-    level: Annotated[str, Form(max_length=20)] = "",
-    title_en: FormText = "",
-    body_en: FormBody = "",
-    title_zh: FormText = "",
-    body_zh: FormBody = "",
-    starts_at: Annotated[str, Form(max_length=30)] = "",
-    ends_at: Annotated[str, Form(max_length=30)] = "",
+    values: AnnouncementForm,
 ) -> Response:
     """Save changes to an announcement (all fields checked before any is changed)."""
-    values = {
-        "level": level,
-        "title_en": title_en,
-        "body_en": body_en,
-        "title_zh": title_zh,
-        "body_zh": body_zh,
-        "starts_at": starts_at,
-        "ends_at": ends_at,
-    }
     try:
         with unit_of_work(request.app.state.session_factory) as session:
             announcements.edit(

@@ -42,6 +42,11 @@ class Visitor:
     set_csrf_cookie: bool
 
 
+def client_ip(request: Request) -> str:
+    """The address the request came from ("" when the server does not know it)."""
+    return request.client.host if request.client else ""
+
+
 def _signer(settings: Settings, purpose: str) -> Signer:
     return Signer(settings.effective_secret_key(), salt=f"airtime.{purpose}")
 

@@ -30,6 +30,7 @@ from airtime.web.context import (
     SESSION_COOKIE,
     Visitor,
     check_csrf,
+    client_ip,
     redirect,
     render,
     render_page,
@@ -45,10 +46,6 @@ CsrfChecked = Depends(check_csrf)
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
-
-
-def _client_ip(request: Request) -> str:
-    return request.client.host if request.client else ""
 
 
 def _login_redirect(request: Request, who: Visitor) -> RedirectResponse:
@@ -91,7 +88,7 @@ def register(
                 kind="web",
                 lifetime=timedelta(hours=settings.customer_session_hours),
                 customer_id=customer.id,
-                ip_address=_client_ip(request),
+                ip_address=client_ip(request),
                 user_agent=request.headers.get("user-agent", ""),
             )
     except AppError as error:
@@ -122,14 +119,14 @@ def login(
         with unit_of_work(factory) as session:
             who = visitor(request, session)
             customer = accounts.authenticate(
-                session, email=email, password=password, ip_address=_client_ip(request), settings=settings
+                session, email=email, password=password, ip_address=client_ip(request), settings=settings
             )
             token = accounts.open_session(
                 session,
                 kind="web",
                 lifetime=timedelta(hours=settings.customer_session_hours),
                 customer_id=customer.id,
-                ip_address=_client_ip(request),
+                ip_address=client_ip(request),
                 user_agent=request.headers.get("user-agent", ""),
             )
     except AppError as error:

@@ -26,6 +26,7 @@ from airtime.staff import totp
 from airtime.web.context import (
     STAFF_COOKIE,
     check_csrf,
+    client_ip,
     redirect,
     render,
     render_page,
@@ -79,7 +80,7 @@ def staff_login(
     a refusal re-renders ``template`` with the reason."""
     settings: Settings = request.app.state.settings
     factory = request.app.state.session_factory
-    ip_address = request.client.host if request.client else ""
+    ip_address = client_ip(request)
     try:
         with unit_of_work(factory) as session:
             who = visitor(request, session)
@@ -124,7 +125,7 @@ def open_staff_session(request: Request, session: Session, *, staff: StaffUser, 
         kind="staff",
         lifetime=min(lifetime, timedelta(hours=session_hours)),
         staff_user_id=staff.id,
-        ip_address=request.client.host if request.client else "",
+        ip_address=client_ip(request),
         user_agent=request.headers.get("user-agent", ""),
     )
 

@@ -18,6 +18,7 @@ from airtime.staff import totp
 from airtime.web.context import (
     STAFF_COOKIE,
     check_csrf,
+    client_ip,
     read_signed_cookie,
     redirect,
     render,
@@ -33,10 +34,6 @@ CsrfChecked = Depends(check_csrf)
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
-
-
-def _ip(request: Request) -> str:
-    return request.client.host if request.client else ""
 
 
 def _pending_staff(request: Request, session: Session) -> tuple[dict[str, Any], StaffUser] | None:
@@ -81,7 +78,9 @@ def check_code(request: Request, code: Annotated[str, Form(max_length=20)] = "")
             if found is None:
                 return _start_over(request, session)
             pending, staff = found
-            totp.verify(session, staff=staff, code=code, ip_address=_ip(request), settings=_settings(request))
+            totp.verify(
+                session, staff=staff, code=code, ip_address=client_ip(request), settings=_settings(request)
+            )
             return _enter(request, session, pending, staff)
     except AppError as error:
         with unit_of_work(factory) as session:
@@ -133,7 +132,7 @@ def confirm_enrolment(request: Request, code: Annotated[str, Form(max_length=20)
                 session,
                 staff=staff,
                 code=code,
-                ip_address=_ip(request),
+                ip_address=client_ip(request),
                 settings=_settings(request),
                 confirming=True,
             )

@@ -27,6 +27,7 @@ from airtime.vouchers.pins import format_pin, format_serial
 from airtime.web.context import (
     STAFF_COOKIE,
     check_csrf,
+    client_ip,
     read_signed_cookie,
     redirect,
     render,
@@ -43,10 +44,6 @@ STAFF_SESSION_HOURS = 12
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
-
-
-def _ip(request: Request) -> str:
-    return request.client.host if request.client else ""
 
 
 @router.get("/redeem", response_class=HTMLResponse)
@@ -86,7 +83,7 @@ def redeem(
                 line=line,
                 channel=Channel.VOUCHER,
                 customer_id=who.customer.id if who.customer else None,
-                ip_address=_ip(request),
+                ip_address=client_ip(request),
                 idempotency_scope=f"web-redeem:{who.customer.id if who.customer else 'anonymous'}",
                 idempotency_key=idempotency_key or None,
                 language=who.language,
