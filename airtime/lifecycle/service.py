@@ -299,67 +299,48 @@ def _move_chunk(
         if step.name == "released"
         else {"state": step.to_state, "state_changed_at": now}
     )
-    transition_columns = ["line_id", "from_state", "to_state", "reason", "validity_date", "actor", "at"]
-    constants = (
-        literal(step.from_state),
-        literal(step.to_state),
-        literal(step.reason),
+    # On PostgreSQL the chunk is claimed skipping lines another sweeper holds; SQLite has one
+    # writer at a time. The ids then go in as one array parameter (among()): an index lookup
+    # whatever the planner's row estimates.
+    claim = due.with_for_update(skip_locked=True, key_share=True) if is_postgresql(session) else due
+    ids = list(session.scalars(claim))
+    if not ids:
+        return 0
+    moving = (
+        update(Line)
+        .where(among(session, Line.id, ids), condition)
+        .values(**values)
+        .returning(Line.id, Line.validity_date, Line.main_account_id, Line.bonus_account_id)
     )
+
+    def record(moved: Any) -> Any:
+        """The transitions of the lines in ``moved`` (rows with an id and validity date)."""
+        return select(
+            moved.c.id,
+            literal(step.from_state),
+            literal(step.to_state),
+            literal(step.reason),
+            moved.c.validity_date,
+            literal("system"),
+            literal(now, UTCDateTime()),
+        )
+
+    columns = ["line_id", "from_state", "to_state", "reason", "validity_date", "actor", "at"]
     if is_postgresql(session):
-        # Claim the chunk (skipping lines another sweeper holds), then one statement moves
-        # it, records the transitions and hands back what termination needs. The ids go in
-        # as one array parameter: an index lookup whatever the planner's row estimates.
-        ids = list(session.scalars(due.with_for_update(skip_locked=True, key_share=True)))
-        if not ids:
-            return 0
-        moved = (
-            update(Line)
-            .where(among(session, Line.id, ids), condition)
-            .values(**values)
-            .returning(Line.id, Line.validity_date, Line.main_account_id, Line.bonus_account_id)
-            .cte("moved")
-        )
-        recorded = (
-            insert(LineTransition)
-            .from_select(
-                transition_columns,
-                select(
-                    moved.c.id,
-                    *constants,
-                    moved.c.validity_date,
-                    literal("system"),
-                    literal(now, UTCDateTime()),
-                ),
-            )
-            .cte("recorded")
-        )
+        # One statement moves the chunk, records the transitions and hands back what
+        # termination needs.
+        moved = moving.cte("moved")
+        recorded = insert(LineTransition).from_select(columns, record(moved)).cte("recorded")
         rows = session.execute(
             select(
                 moved.c.id, moved.c.validity_date, moved.c.main_account_id, moved.c.bonus_account_id
             ).add_cte(recorded)
         ).all()
     else:
-        # SQLite has one writer at a time and runs in-process: three plain statements.
-        ids = list(session.scalars(due))
-        if not ids:
-            return 0
-        rows = session.execute(
-            update(Line)
-            .where(Line.id.in_(ids), condition)
-            .values(**values)
-            .returning(Line.id, Line.validity_date, Line.main_account_id, Line.bonus_account_id)
-            .execution_options(synchronize_session=False)
-        ).all()
+        rows = session.execute(moving.execution_options(synchronize_session=False)).all()
         session.execute(
             _transitions.insert().from_select(
-                transition_columns,
-                select(
-                    _lines.c.id,
-                    *constants,
-                    _lines.c.validity_date,
-                    literal("system"),
-                    literal(now, UTCDateTime()),
-                ).where(_lines.c.id.in_([row.id for row in rows])),
+                columns, record(_lines).where(_lines.c.id.in_([row.id for row in rows]))
             )
         )
     if rows and step.name == "terminated":
