@@ -1,6 +1,6 @@
 """Helpers every Airtime benchmark shares: throwaway databases, a pgbench baseline, timed client
-threads and a result table that puts each figure next to what plain PostgreSQL does on the
-same machine.
+threads, a lean keep-alive HTTP client for them and a result table that puts each figure next
+to what plain PostgreSQL does on the same machine.
 
 Figures are only comparable on one machine, so every benchmark measures pgbench's built-in
 TPC-B-like transaction first and reports its own figures as a ratio to that.
@@ -9,17 +9,25 @@ TPC-B-like transaction first and reports its own figures as a ratio to that.
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import math
 import os
 import re
+import select
+import socket
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from rich.console import Console
 from rich.table import Table
@@ -204,6 +212,109 @@ def run_clients(
     # Operations still running at the deadline finish and count, so measure to the last one.
     elapsed = time.perf_counter() - started
     return Throughput(operations=totals["operations"], elapsed_seconds=elapsed, failures=totals["failures"])
+
+
+# --- the load generator's HTTP client ------------------------------------------------------
+
+# What httpx 0.28 sent with every request, so the server parses the same headers as before
+# (it does not compress responses today; if it starts to, the client decodes them).
+_DEFAULT_HEADERS = {
+    "Accept": "*/*",
+    "Accept-Encoding": "gzip, deflate",
+    "Connection": "keep-alive",
+    "User-Agent": "airtime-bench (http.client)",
+}
+
+
+class KeepAliveClient:
+    """One keep-alive HTTP/1.1 connection (``http.client``) for one client thread of a benchmark.
+
+    The load generator runs on the same 2 cores as the server and PostgreSQL it measures, so
+    every millisecond of client CPU is taken from them: a request through an ``httpx.Client``
+    cost about 0.9-1 ms of client CPU, so the timed loops use this instead. Every request
+    waits at most ``timeout`` seconds for the connection and for each read. A connection the
+    server has closed (keep-alive timeout, ``Connection: close``) is replaced before the next
+    request; one that fails during a request is closed and the error raised (nothing is
+    retried, so the benchmark counts it), and the next request opens a new one. Redirects are
+    not followed and cookies are not kept: pass a ``Cookie`` header. Not for use by more than
+    one thread at a time.
+    """
+
+    def __init__(self, base_url: str, *, timeout: float) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"KeepAliveClient needs an http:// base URL, not {base_url!r}")
+        self.netloc = parts.netloc
+        self._connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+
+    def path_of(self, url: str) -> str:
+        """The path and query of ``url``, which may be absolute on this client's server."""
+        parts = urlsplit(url)
+        if parts.netloc and parts.netloc != self.netloc:
+            raise ValueError(f"{url!r} is not on {self.netloc}")
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+
+    def request(
+        self, method: str, url: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Message, bytes]:
+        """Send one request and read the whole response: (status, headers, body)."""
+        connection = self._connection
+        if connection.sock is not None and _closed_by_peer(connection.sock):
+            connection.close()  # the request below opens a new connection
+        merged = {**_DEFAULT_HEADERS, **headers} if headers else _DEFAULT_HEADERS
+        try:
+            connection.request(method, self.path_of(url), body, merged)
+            response = connection.getresponse()
+            data = response.read()
+        except BaseException:
+            connection.close()
+            raise
+        coding = response.getheader("Content-Encoding")
+        if coding in ("gzip", "deflate"):
+            data = _decompress(data)
+        return response.status, response.msg, data
+
+    def get(self, url: str, headers: Mapping[str, str] | None = None) -> tuple[int, Message, bytes]:
+        return self.request("GET", url, None, headers)
+
+    def post_json(
+        self, url: str, body: Any, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Message, bytes]:
+        """POST ``body`` as JSON, encoded byte for byte as httpx 0.28 did (compact, UTF-8)."""
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        return self.request("POST", url, data, {**(headers or {}), "Content-Type": "application/json"})
+
+    def post_form(
+        self, url: str, fields: Mapping[str, str], headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Message, bytes]:
+        """POST ``fields`` URL-encoded, as a browser's form (and httpx's ``data=``) sends them."""
+        data = urlencode(fields).encode()
+        return self.request(
+            "POST", url, data, {**(headers or {}), "Content-Type": "application/x-www-form-urlencoded"}
+        )
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> KeepAliveClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the server closed an idle connection (or sent something unasked): readable now."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _decompress(data: bytes) -> bytes:
+    try:
+        return zlib.decompress(data, 47)  # gzip or zlib-wrapped deflate
+    except zlib.error:
+        return zlib.decompress(data, -15)  # raw deflate
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -9,8 +9,14 @@ One top-up is what a customer's payment makes happen, over HTTP against a real s
    status page. The sandbox stores the payment event, marks the order paid and credits the
    line (ledger transfer, validity, receipt SMS in the outbox) within that request.
 Latency is measured from the start of 1 to the end of 2. Each client thread holds one
-keep-alive ``httpx.Client``; it fetches the sandbox page once, before the clock starts, for
-the ``airtime_csrf`` cookie and its token, and reuses them (double-submit scheme).
+keep-alive connection (``bench.common.KeepAliveClient``, on the standard library's
+``http.client``); it fetches the sandbox page once, before the clock starts, for the
+``airtime_csrf`` cookie and its token, and sends them with every later request (the cookie
+as an explicit ``Cookie`` header; double-submit scheme). The load generator is this lean on
+purpose: it runs on the same 2 cores as the server and PostgreSQL, and one request through
+an ``httpx.Client`` cost about 1 ms of client CPU, taken from the server being measured.
+Redirects are not followed (approve only needs its 303). Setup, the status read-backs and
+the other calls outside the timed phase still use httpx.
 
 Phases, each on its own throwaway database (dropped at the end):
 1. pgbench: ``pgbench -i -s 10`` then the TPC-B-like script with the same number of clients;
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import os
 import pstats
 import random
@@ -52,6 +59,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from http.cookies import SimpleCookie
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -74,6 +82,7 @@ from airtime.ledger.service import check_invariants
 from airtime.topups.models import AmountRule, OrderStatus, TopupOrder
 from bench.common import (
     Figure,
+    KeepAliveClient,
     add_common_arguments,
     check_common_arguments,
     machine_cpu_ticks,
@@ -369,12 +378,13 @@ class TopupFailed(RuntimeError):
 
 @dataclass
 class Customer:
-    """One client thread: its keep-alive connection, CSRF token and what it completed."""
+    """One client thread: its keep-alive connection, CSRF cookie and token, and what it completed."""
 
     number: int
-    client: httpx.Client
+    client: KeepAliveClient
     chooser: random.Random
     csrf_token: str = ""
+    cookies: dict[str, str] = field(default_factory=dict)  # sent with every request, as a browser does
     count: int = 0
     latencies_seconds: list[float] = field(default_factory=list)
     public_ids: list[str] = field(default_factory=list)
@@ -383,18 +393,21 @@ class Customer:
 def create_topup(customer: Customer, msisdns: list[str], run_id: str) -> tuple[str, str]:
     """Step 1: the order; returns its public id and payment URL."""
     customer.count += 1
-    response = customer.client.post(
+    status, _, content = customer.client.post_json(
         "/api/v1/topups",
-        json={
+        {
             "msisdn": customer.chooser.choice(msisdns),
             "amount_minor": TOPUP_AMOUNT_MINOR,
             "provider": "sandbox",
         },
-        headers={"Idempotency-Key": f"bench-{run_id}-{customer.number}-{customer.count}"},
+        {
+            "Idempotency-Key": f"bench-{run_id}-{customer.number}-{customer.count}",
+            **_cookie_header(customer),
+        },
     )
-    if response.status_code != 201:
-        raise TopupFailed(f"create answered {response.status_code}: {response.text[:300]}")
-    body = response.json()
+    if status != 201:
+        raise TopupFailed(f"create answered {status}: {_text(content)}")
+    body = json.loads(content)
     if body["status"] != OrderStatus.AWAITING_PAYMENT or not body["payment_url"]:
         raise TopupFailed(f"create gave status {body['status']} and payment_url {body['payment_url']}")
     return str(body["id"]), str(body["payment_url"])
@@ -402,30 +415,42 @@ def create_topup(customer: Customer, msisdns: list[str], run_id: str) -> tuple[s
 
 def approve(customer: Customer, public_id: str, payment_url: str) -> None:
     """Step 2: the sandbox's approve button; the order is credited before the redirect."""
-    response = customer.client.post(
-        payment_url, data={"decision": "approve", "csrf_token": customer.csrf_token}
+    status, headers, content = customer.client.post_form(
+        payment_url,
+        {"decision": "approve", "csrf_token": customer.csrf_token},
+        _cookie_header(customer),
     )
-    if response.status_code != 303 or public_id not in response.headers.get("location", ""):
-        raise TopupFailed(f"approve answered {response.status_code}: {response.text[:300]}")
+    if status != 303 or public_id not in headers.get("location", ""):
+        raise TopupFailed(f"approve answered {status}: {_text(content)}")
+
+
+def _cookie_header(customer: Customer) -> dict[str, str]:
+    if not customer.cookies:
+        return {}
+    return {"Cookie": "; ".join(f"{name}={value}" for name, value in customer.cookies.items())}
+
+
+def _text(content: bytes) -> str:
+    return content[:300].decode(errors="replace")
 
 
 def open_customer(number: int, base_url: str, msisdns: list[str], run_id: str) -> tuple[Customer, str]:
     """A client with its CSRF cookie and token from one sandbox page, and one top-up done."""
     customer = Customer(
         number=number,
-        client=httpx.Client(
-            base_url=base_url,
-            timeout=REQUEST_TIMEOUT_SECONDS,
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-        ),
+        client=KeepAliveClient(base_url, timeout=REQUEST_TIMEOUT_SECONDS),
         chooser=random.Random(number),
     )
     public_id, payment_url = create_topup(customer, msisdns, run_id)
-    page = customer.client.get(payment_url)
-    match = _CSRF_PATTERN.search(page.text)
-    if page.status_code != 200 or match is None or "airtime_csrf" not in customer.client.cookies:
-        raise TopupFailed(f"the sandbox page gave no CSRF cookie/token ({page.status_code})")
+    status, headers, content = customer.client.get(payment_url)
+    match = _CSRF_PATTERN.search(content.decode())
+    jar = SimpleCookie()
+    for value in headers.get_all("Set-Cookie", []):
+        jar.load(value)
+    # The cookies exactly as the server set them (what a browser, and httpx, sends back).
+    customer.cookies = {name: morsel.coded_value for name, morsel in jar.items()}
+    if status != 200 or match is None or "airtime_csrf" not in customer.cookies:
+        raise TopupFailed(f"the sandbox page gave no CSRF cookie/token ({status})")
     customer.csrf_token = match.group(1)
     approve(customer, public_id, payment_url)
     return customer, public_id
@@ -613,7 +638,7 @@ def explain(arguments: argparse.Namespace, url: str, console: Console) -> None:
         customer, _ = open_customer(0, server.base_url, msisdns, uuid.uuid4().hex[:8])
 
         def take() -> list[str]:
-            return list(customer.client.get("/_bench/sql").json())
+            return list(json.loads(customer.client.get("/_bench/sql")[2]))
 
         totals: dict[str, Counter[str]] = {"create": Counter(), "approve": Counter()}
         listings: dict[str, list[str]] = {}
