@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,28 +34,24 @@ def render(template: str, language: str, context: dict[str, Any]) -> tuple[str, 
     return "", text.strip() + "\n"
 
 
-def enqueue(
-    session: Session,
+def outbox_row(
     *,
     channel: str,
     recipient: str,
     template: str,
     language: str,
     context: dict[str, Any],
-    customer_id: int | None = None,
-    dedup_key: str | None = None,
-) -> int | None:
-    """Write one message to the outbox; with a ``dedup_key`` it is written at most once ever.
-
-    Returns the new row's id, or None when the dedup key was already used.
-    """
+    customer_id: int | None,
+    dedup_key: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The outbox row of one message, rendered now (see :func:`enqueue`)."""
     if channel not in {"email", "sms"}:
         raise ValueError(f"unknown channel {channel}")
     subject, body = render(template, language, context)
     if channel == "sms":
         body = body[:SMS_LENGTH_MAX]
-    now = utcnow()
-    values = {
+    return {
         "channel": channel,
         "recipient": recipient,
         "subject": subject,
@@ -71,6 +68,33 @@ def enqueue(
         "provider": "",
         "last_error": "",
     }
+
+
+def enqueue(
+    session: Session,
+    *,
+    channel: str,
+    recipient: str,
+    template: str,
+    language: str,
+    context: dict[str, Any],
+    customer_id: int | None = None,
+    dedup_key: str | None = None,
+) -> int | None:
+    """Write one message to the outbox; with a ``dedup_key`` it is written at most once ever.
+
+    Returns the new row's id, or None when the dedup key was already used.
+    """
+    values = outbox_row(
+        channel=channel,
+        recipient=recipient,
+        template=template,
+        language=language,
+        context=context,
+        customer_id=customer_id,
+        dedup_key=dedup_key,
+        now=utcnow(),
+    )
     if dedup_key is None:
         notification_id = session.execute(
             _notifications.insert().values(values).returning(_notifications.c.id)

@@ -51,7 +51,7 @@ class SandboxProvider:
     saves_methods: bool = True
 
     def start_payment(self, session: Session, request: PaymentRequest) -> PaymentStart:
-        reference = "sbx_" + secrets.token_urlsafe(18)
+        reference = self.new_reference()
         now = utcnow()
         session.add(
             SandboxPayment(
@@ -66,7 +66,15 @@ class SandboxProvider:
             )
         )
         session.flush()
-        return PaymentStart(reference=reference, redirect_url=f"{self.base_url}/sandbox/pay/{reference}")
+        return PaymentStart(reference=reference, redirect_url=self.payment_url(reference))
+
+    @staticmethod
+    def new_reference() -> str:
+        return "sbx_" + secrets.token_urlsafe(18)
+
+    def payment_url(self, reference: str) -> str:
+        """The test-mode payment page of one payment."""
+        return f"{self.base_url}/sandbox/pay/{reference}"
 
     def fetch_payment(self, session: Session, reference: str) -> PaymentState:
         payment = session.get(SandboxPayment, reference)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,20 +43,33 @@ def best_bonus(
             Promotion.amount_min_minor <= amount_minor,
         )
     ).all()
+    return choose_bonus(
+        candidates,
+        amount_minor=amount_minor,
+        channel=channel,
+        topped_up_before=lambda: bool(
+            session.scalar(
+                select(
+                    exists().where(
+                        TopupOrder.line_id == line_id,
+                        TopupOrder.status.in_([OrderStatus.CREDITED, OrderStatus.REFUNDED]),
+                    )
+                )
+            )
+        ),
+    )
+
+
+def choose_bonus(
+    candidates: Sequence[Promotion], *, amount_minor: int, channel: str, topped_up_before: Callable[[], bool]
+) -> Bonus:
+    """The best of the promotions running now for this amount (``topped_up_before`` is only
+    asked when a first-top-up-only promotion is among them)."""
     eligible = [
         promotion for promotion in candidates if not promotion.channels or channel in promotion.channels
     ]
-    if any(promotion.first_topup_only for promotion in eligible):
-        topped_up_before = session.scalar(
-            select(
-                exists().where(
-                    TopupOrder.line_id == line_id,
-                    TopupOrder.status.in_([OrderStatus.CREDITED, OrderStatus.REFUNDED]),
-                )
-            )
-        )
-        if topped_up_before:
-            eligible = [promotion for promotion in eligible if not promotion.first_topup_only]
+    if any(promotion.first_topup_only for promotion in eligible) and topped_up_before():
+        eligible = [promotion for promotion in eligible if not promotion.first_topup_only]
     best = max(
         eligible, key=lambda promotion: (bonus_for(promotion, amount_minor), -promotion.id), default=None
     )

@@ -45,7 +45,7 @@ from airtime.topups.models import (
     TopupOrder,
 )
 from airtime.topups.promotions import Bonus, best_bonus
-from airtime.topups.validity import validity_after_activity, validity_after_topup
+from airtime.topups.validity import validity_after_activity, validity_after_days, validity_after_topup
 
 _orders = cast(Table, TopupOrder.__table__)
 VOUCHER_PROVIDER = "voucher"
@@ -205,6 +205,26 @@ def line_orders(session: Session, *, line_id: int, limit: int = 50) -> list[Topu
 # --- quoting and ordering --------------------------------------------------------------
 
 
+def check_amount(rule: AmountRule, amount_minor: int) -> None:
+    """Refuse an amount the operator does not offer in the rule's currency."""
+    currency = rule.currency
+    if amount_minor in rule.denominations:
+        return
+    if not rule.custom_allowed:
+        raise AmountNotAllowed(
+            "Choose one of the amounts offered: %(amounts)s.",
+            amounts=", ".join(format_money(value, currency) for value in rule.denominations),
+            field="amount",
+        )
+    if not rule.amount_min_minor <= amount_minor <= rule.amount_max_minor:
+        raise AmountNotAllowed(
+            "Top up between %(min)s and %(max)s.",
+            min=format_money(rule.amount_min_minor, currency),
+            max=format_money(rule.amount_max_minor, currency),
+            field="amount",
+        )
+
+
 def quote(
     session: Session,
     *,
@@ -230,21 +250,7 @@ def quote(
                 raise AmountNotAllowed("Choose an amount.", field="amount")
             amount_minor = parse_money(amount_text, currency).amount_minor
         amount = amount_minor
-        rule = amount_rule(session, currency)
-        if amount not in rule.denominations:
-            if not rule.custom_allowed:
-                raise AmountNotAllowed(
-                    "Choose one of the amounts offered: %(amounts)s.",
-                    amounts=", ".join(format_money(value, currency) for value in rule.denominations),
-                    field="amount",
-                )
-            if not rule.amount_min_minor <= amount <= rule.amount_max_minor:
-                raise AmountNotAllowed(
-                    "Top up between %(min)s and %(max)s.",
-                    min=format_money(rule.amount_min_minor, currency),
-                    max=format_money(rule.amount_max_minor, currency),
-                    field="amount",
-                )
+        check_amount(amount_rule(session, currency), amount)
     # Promotions reward credit top-ups; a bundle is a fixed package at its own price.
     bonus = (
         Bonus(None, 0)
@@ -275,6 +281,47 @@ def _request_hash(values: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def order_request_hash(
+    *,
+    channel: str,
+    line_id: int,
+    amount_minor: int,
+    bundle_code: str | None,
+    provider_name: str,
+    customer_id: int | None,
+) -> str:
+    """What makes two requests for an order with one idempotency key "the same"."""
+    return _request_hash(
+        {
+            "channel": channel,
+            "line": line_id,
+            "amount": amount_minor,
+            "bundle": bundle_code,
+            "provider": provider_name,
+            "customer": customer_id,
+        }
+    )
+
+
+def paid_order_request_hash(*, line_id: int, amount_minor: int, reference: str) -> str:
+    """The same for an order paid by other means (see :func:`create_paid_order`)."""
+    return _request_hash({"line": line_id, "amount": amount_minor, "reference": reference})
+
+
+def payment_request(order: TopupOrder, settings: Settings) -> PaymentRequest:
+    """What the provider is asked to take for an order, and where it sends the customer back."""
+    return PaymentRequest(
+        order_public_id=order.public_id,
+        amount_minor=order.amount_minor,
+        currency=order.currency,
+        description=f"Top-up {mask_msisdn(order.msisdn)}",
+        return_url=f"{settings.base_url}/topup/orders/{order.public_id}?returned=1",
+        cancel_url=f"{settings.base_url}/topup/orders/{order.public_id}?cancelled=1",
+        customer_email=order.receipt_email,
+        idempotency_key=f"order-{order.public_id}",
+    )
+
+
 def create_order(
     session: Session,
     *,
@@ -296,15 +343,13 @@ def create_order(
         raise ValidationFailed(
             "An idempotency key of 1 to %(length)s characters is required.", length=IDEMPOTENCY_KEY_LENGTH_MAX
         )
-    request_hash = _request_hash(
-        {
-            "channel": channel,
-            "line": quote.line.id,
-            "amount": quote.amount_minor,
-            "bundle": quote.bundle.code if quote.bundle else None,
-            "provider": provider.name,
-            "customer": customer_id,
-        }
+    request_hash = order_request_hash(
+        channel=channel,
+        line_id=quote.line.id,
+        amount_minor=quote.amount_minor,
+        bundle_code=quote.bundle.code if quote.bundle else None,
+        provider_name=provider.name,
+        customer_id=customer_id,
     )
     now = utcnow()
     public_id = secrets.token_urlsafe(16)
@@ -349,19 +394,7 @@ def create_order(
             raise IdempotencyConflict("This Idempotency-Key was already used for a different top-up.")
         return existing, False
     order = inserted
-    start = provider.start_payment(
-        session,
-        PaymentRequest(
-            order_public_id=order.public_id,
-            amount_minor=order.amount_minor,
-            currency=order.currency,
-            description=f"Top-up {mask_msisdn(order.msisdn)}",
-            return_url=f"{settings.base_url}/topup/orders/{order.public_id}?returned=1",
-            cancel_url=f"{settings.base_url}/topup/orders/{order.public_id}?cancelled=1",
-            customer_email=receipt_email,
-            idempotency_key=f"order-{order.public_id}",
-        ),
-    )
+    start = provider.start_payment(session, payment_request(order, settings))
     order.payment_reference = start.reference
     order.payment_redirect_url = start.redirect_url
     order.status = OrderStatus.AWAITING_PAYMENT
@@ -520,7 +553,9 @@ def create_paid_order(
         public_id=secrets.token_urlsafe(16),
         idempotency_scope=idempotency_scope,
         idempotency_key=idempotency_key,
-        request_hash=_request_hash({"line": line.id, "amount": amount_minor, "reference": payment_reference}),
+        request_hash=paid_order_request_hash(
+            line_id=line.id, amount_minor=amount_minor, reference=payment_reference
+        ),
         channel=channel,
         line_id=line.id,
         msisdn=line.msisdn,
@@ -654,9 +689,8 @@ def _apply_validity(
     if bundle is not None:
         new_validity = validity_after_activity(plan, current=line.validity_date, today=today())
     elif validity_days_override is not None:
-        start = max(line.validity_date, today()) if line.validity_date else today()
-        new_validity = min(
-            start + timedelta(days=validity_days_override), today() + timedelta(days=plan.validity_days_max)
+        new_validity = validity_after_days(
+            plan, current=line.validity_date, today=today(), days=validity_days_override
         )
     else:
         new_validity = validity_after_topup(
@@ -844,6 +878,11 @@ def _locked_balance(session: Session, account_id: int) -> int:
 def receipt_context(session: Session, order: TopupOrder, settings: Settings) -> dict[str, Any]:
     """Everything a receipt shows, for the page, the download and the email."""
     bundle = session.get(Bundle, order.bundle_id) if order.bundle_id else None
+    return receipt_context_of(order, bundle, settings)
+
+
+def receipt_context_of(order: TopupOrder, bundle: Bundle | None, settings: Settings) -> dict[str, Any]:
+    """:func:`receipt_context` with the order's bundle already at hand."""
     return {
         "order": order,
         "bundle": bundle,
@@ -854,33 +893,43 @@ def receipt_context(session: Session, order: TopupOrder, settings: Settings) -> 
 
 
 def _send_receipt(session: Session, *, order: TopupOrder, bundle: Bundle | None, settings: Settings) -> None:
-    context = receipt_context(session, order, settings)
     recipient = order.receipt_email
-    customer_id = order.customer_id
     if not recipient and order.customer_id:
         customer = session.get(Customer, order.customer_id)
         recipient = customer.email if customer else ""
-    if recipient:
-        enqueue(
-            session,
-            channel="email",
-            recipient=recipient,
-            template="receipt",
-            language=order.language,
-            context=context,
-            customer_id=customer_id,
-            dedup_key=f"receipt:email:{order.id}",
+    for message in receipt_messages(order, receipt_context_of(order, bundle, settings), email=recipient):
+        enqueue(session, **message)
+
+
+def receipt_messages(order: TopupOrder, context: dict[str, Any], *, email: str) -> list[dict[str, Any]]:
+    """The receipt's outbox messages: an email when there is an address, always an SMS.
+    Each is written once per order (its dedup key)."""
+    common: dict[str, Any] = {
+        "language": order.language,
+        "context": context,
+        "customer_id": order.customer_id,
+    }
+    messages = []
+    if email:
+        messages.append(
+            {
+                "channel": "email",
+                "recipient": email,
+                "template": "receipt",
+                "dedup_key": f"receipt:email:{order.id}",
+            }
+            | common
         )
-    enqueue(
-        session,
-        channel="sms",
-        recipient=order.msisdn,
-        template="topup_sms",
-        language=order.language,
-        context=context,
-        customer_id=customer_id,
-        dedup_key=f"receipt:sms:{order.id}",
+    messages.append(
+        {
+            "channel": "sms",
+            "recipient": order.msisdn,
+            "template": "topup_sms",
+            "dedup_key": f"receipt:sms:{order.id}",
+        }
+        | common
     )
+    return messages
 
 
 def resend_receipt(session: Session, *, order: TopupOrder, settings: Settings, recipient: str) -> None:

@@ -37,3 +37,10 @@ def validity_after_activity(plan: Plan, *, current: date | None, today: date) ->
         return current
     reset = today + timedelta(days=plan.activity_days)
     return max(reset, current) if current else reset
+
+
+def validity_after_days(plan: Plan, *, current: date | None, today: date, days: int) -> date:
+    """A fixed number of days on top of the current validity (a voucher batch's own grant),
+    within the plan's cap."""
+    start = max(current, today) if current else today
+    return min(start + timedelta(days=days), today + timedelta(days=plan.validity_days_max))

@@ -78,6 +78,11 @@ class AllowanceOut(BaseModel):
 
 def _order_out(session: Session, order: TopupOrder) -> TopupOut:
     bundle = session.get(Bundle, order.bundle_id) if order.bundle_id else None
+    return order_out(order, bundle.code if bundle else None)
+
+
+def order_out(order: TopupOrder, bundle_code: str | None) -> TopupOut:
+    """The API's view of an order."""
     return TopupOut(
         id=order.public_id,
         status=order.status,
@@ -85,7 +90,7 @@ def _order_out(session: Session, order: TopupOrder) -> TopupOut:
         msisdn=order.msisdn,
         amount=money_out(order.amount_minor, order.currency),
         bonus=money_out(order.bonus_minor, order.currency),
-        bundle_code=bundle.code if bundle else None,
+        bundle_code=bundle_code,
         payment_provider=order.payment_provider,
         payment_url=order.payment_redirect_url if order.status == "awaiting_payment" else None,
         failure_code=order.failure_code,
