@@ -24,6 +24,7 @@ from airtime.channels.ussd import router as ussd_router
 from airtime.config import Settings, get_settings
 from airtime.db.session import engine_from_settings, make_session_factory
 from airtime.errors import AppError
+from airtime.fastpath import FastPath, FastPathMiddleware
 from airtime.jobs import Job, Scheduler
 from airtime.lifecycle.reminders import send_reminders
 from airtime.lifecycle.service import sweep
@@ -93,6 +94,12 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     engine = engine_from_settings(settings)
     session_factory = make_session_factory(engine)
 
+    fast_path = (
+        None
+        if settings.is_sqlite or not settings.fast_path
+        else FastPath(settings, payment_providers_from_settings(settings))
+    )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sender = scheduler = None
@@ -112,6 +119,8 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
             scheduler.stop()
         if sender is not None:
             sender.stop()
+        if fast_path is not None:
+            await fast_path.close()
         engine.dispose()
 
     app = FastAPI(
@@ -125,13 +134,17 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
-    app.state.payment_providers = payment_providers_from_settings(settings)
+    app.state.payment_providers = (
+        fast_path.providers if fast_path is not None else payment_providers_from_settings(settings)
+    )
 
     async def html_error(request: Request, error: AppError) -> Response:
         return render_page(request, "error.html", {"error": error}, status_code=error.status_code)
 
     problems.install(app, html_error=html_error)
     problems.document_problems(app)
+    if fast_path is not None:
+        app.add_middleware(FastPathMiddleware, fast_path=fast_path)
     app.add_middleware(MetricsMiddleware)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api_v1_router)

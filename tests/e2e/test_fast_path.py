@@ -1,0 +1,323 @@
+"""The fast path (PostgreSQL only): it writes row for row what the ORM path writes, it
+hands everything else over untouched, and simultaneous requests still credit once."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import time_machine
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select, text
+
+from airtime.app import create_app
+from airtime.config import Settings
+from airtime.db.session import make_session_factory, unit_of_work
+from airtime.fastpath import FAST_PATH, FastPath, HandOver
+from airtime.ledger.models import AccountKind
+from airtime.ledger.service import balance_of, check_invariants, operator_account
+from airtime.payments.registry import providers_from_settings
+from airtime.topups.models import OrderStatus, PromotionKind, TopupOrder
+from airtime.vouchers.models import Voucher, VoucherState
+from tests import topup_helpers, voucher_helpers
+from tests.conftest import _truncate_all
+from tests.e2e.test_web import csrf
+
+MOMENT = datetime(2026, 11, 2, 10, 30, tzinfo=UTC)
+MSISDN = "+447911123456"
+# Tables either path writes when it starts a top-up, approves it or redeems a voucher.
+WRITTEN = (
+    "topup_orders",
+    "sandbox_payments",
+    "payment_events",
+    "ledger_transfers",
+    "ledger_entries",
+    "ledger_accounts",
+    "lines",
+    "line_transitions",
+    "notifications",
+    "vouchers",
+    "voucher_attempts",
+    "voucher_events",
+)
+
+
+def _settings(postgres_url: str, tmp_path: Path, *, fast_path: bool) -> Settings:
+    return Settings(
+        database_url=postgres_url,
+        secret_key="test-secret-key-not-for-production",
+        base_url="http://testserver",
+        outbox_dir=tmp_path / "outbox",
+        environment="test",
+        fast_path=fast_path,
+    )
+
+
+def _served() -> dict[tuple[str, str], float]:
+    return {
+        (sample.labels["route"], sample.labels["outcome"]): sample.value
+        for metric in FAST_PATH.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def _prepare(engine: Engine, settings: Settings, tmp_path: Path) -> list[dict[str, str]]:
+    """A line, amounts, three promotions (one only for a first top-up), the operator
+    accounts in use, and a released batch of vouchers with their own validity."""
+    factory = make_session_factory(engine)
+    with unit_of_work(factory) as session:
+        topup_helpers.line_with_catalogue(session, settings)
+        topup_helpers.promotion(session, code="API10", value=1000, channels=["api"])
+        topup_helpers.promotion(
+            session, code="SHOP", kind=PromotionKind.FIXED, value=150, channels=["voucher"]
+        )
+        topup_helpers.promotion(
+            session,
+            code="FIRST",
+            kind=PromotionKind.FIXED,
+            value=999,
+            channels=["voucher"],
+            first_topup_only=True,
+        )
+        for kind, qualifier in (
+            (AccountKind.PAYMENT_CLEARING, "sandbox"),
+            (AccountKind.PROMOTION_EXPENSE, ""),
+        ):
+            operator_account(session, kind=kind, currency="GBP", qualifier=qualifier)
+    _, rows = voucher_helpers.released_pins(factory, settings, tmp_path, quantity=2, validity_days=45)
+    return rows
+
+
+def _walk(client: TestClient, pins: list[dict[str, str]]) -> list[Any]:
+    """Start an API top-up, approve it, redeem a PIN, then replay both keys."""
+    token = csrf(client, "/topup")
+    topup = {"msisdn": "07911 123456", "amount_minor": 1000, "receipt_email": "Friend@Example.com"}
+    created = client.post("/api/v1/topups", json=topup, headers={"Idempotency-Key": "top-1"})
+    assert created.status_code == 201, created.text
+    path = "/" + created.json()["payment_url"].split("/", 3)[3]
+    approved = client.post(path, data={"decision": "approve", "csrf_token": token}, follow_redirects=False)
+    assert approved.status_code == 303
+    redeem = {"pin": pins[0]["pin"], "msisdn": MSISDN}
+    redeemed = client.post("/api/v1/vouchers/redeem", json=redeem, headers={"Idempotency-Key": "pin-1"})
+    assert redeemed.status_code == 201, redeemed.text
+    replayed = client.post("/api/v1/topups", json=topup, headers={"Idempotency-Key": "top-1"})
+    again = client.post("/api/v1/vouchers/redeem", json=redeem, headers={"Idempotency-Key": "pin-1"})
+    assert (replayed.status_code, again.status_code) == (200, 200)
+    return [created.json(), approved.headers["location"], redeemed.json(), replayed.json(), again.json()]
+
+
+def _tables(engine: Engine) -> dict[str, list[dict[str, Any]]]:
+    with engine.connect() as connection:
+        return {
+            table: [
+                dict(row._mapping) for row in connection.execute(text(f"SELECT * FROM {table} ORDER BY 1"))
+            ]
+            for table in WRITTEN
+        }
+
+
+def _without_random_tokens(value: Any, tokens: list[str]) -> str:
+    """Public ids and payment references are random: name them by their order of appearance."""
+    written = repr(value)
+    for number, token in enumerate(tokens):
+        written = written.replace(token, f"<token {number}>")
+    written = re.sub(r"\b[0-9a-f]{32}\b", "<uuid>", written)  # e.g. a voucher release's transfer id
+    written = re.sub(r"'pin_hash': '[0-9a-f]{64}'", "<pin hash>", written)  # the PINs are random
+    return re.sub(r"(line:\+\d+):[0-9a-f]{12}:", r"\1:<suffix>:", written)  # a line's account codes
+
+
+def _run(engine: Engine, postgres_url: str, tmp_path: Path, *, fast_path: bool) -> str:
+    settings = _settings(postgres_url, tmp_path, fast_path=fast_path)
+    try:
+        with time_machine.travel(MOMENT, tick=False):
+            pins = _prepare(engine, settings, tmp_path)
+            with TestClient(create_app(settings, run_background_jobs=False)) as client:
+                answers = _walk(client, pins)
+        tables = _tables(engine)
+        tokens = [
+            token
+            for order in tables["topup_orders"]
+            for token in (order["public_id"], order["payment_reference"])
+            if token and not token.isdigit()
+        ]
+        assert not check_invariants_problems(engine)
+        return _without_random_tokens([answers, tables], tokens)
+    finally:
+        _truncate_all(engine)
+
+
+def check_invariants_problems(engine: Engine) -> list[str]:
+    with unit_of_work(make_session_factory(engine)) as session:
+        return check_invariants(session)
+
+
+def test_the_fast_path_writes_what_the_orm_path_writes(postgres_engine, postgres_url, tmp_path):
+    before = _served()
+    fast = _run(postgres_engine, postgres_url, tmp_path / "fast", fast_path=True)
+    after = _served()
+    slow = _run(postgres_engine, postgres_url, tmp_path / "slow", fast_path=False)
+    assert _served() == after  # with the fast path off, nothing reaches it
+    served = {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
+    assert served == {
+        ("/api/v1/topups", "served"): 1,
+        ("/api/v1/topups", "handed_over"): 1,  # the replay
+        ("/sandbox/pay/{reference}", "served"): 1,
+        ("/api/v1/vouchers/redeem", "served"): 1,
+        ("/api/v1/vouchers/redeem", "handed_over"): 1,  # the replay
+    }
+    assert "Friend@Example.com" not in fast and "friend@example.com" in fast
+    assert fast == slow
+
+
+def test_refusals_are_the_apps_own_and_move_nothing(postgres_engine, postgres_url, tmp_path):
+    settings = _settings(postgres_url, tmp_path, fast_path=True)
+    try:
+        pins = _prepare(postgres_engine, settings, tmp_path)
+        before = _served()
+        with TestClient(create_app(settings, run_background_jobs=False)) as client:
+            token = csrf(client, "/topup")
+            refused = [
+                client.post(
+                    "/api/v1/topups",
+                    json={"msisdn": MSISDN, "amount_minor": 7},
+                    headers={"Idempotency-Key": "a"},
+                ),
+                client.post(
+                    "/api/v1/topups",
+                    json={"msisdn": "+15550000", "amount_minor": 1000},
+                    headers={"Idempotency-Key": "b"},
+                ),
+                client.post(
+                    "/api/v1/topups",
+                    json={"msisdn": MSISDN, "amount_minor": 1000, "extra": 1},
+                    headers={"Idempotency-Key": "c"},
+                ),
+                client.post("/api/v1/topups", json={"msisdn": MSISDN, "amount_minor": 1000}),
+                client.post(
+                    "/api/v1/vouchers/redeem",
+                    json={"pin": "1" * 16, "msisdn": MSISDN},
+                    headers={"Idempotency-Key": "d"},
+                ),
+            ]
+            created = client.post(
+                "/api/v1/topups",
+                json={"msisdn": MSISDN, "amount_minor": 1000},
+                headers={"Idempotency-Key": "e"},
+            )
+            path = "/" + created.json()["payment_url"].split("/", 3)[3]
+            forged = client.post(
+                path, data={"decision": "approve", "csrf_token": "forged"}, follow_redirects=False
+            )
+        assert [answer.status_code for answer in refused] == [422, 422, 422, 422, 422]
+        assert all(answer.headers["content-type"] == "application/problem+json" for answer in refused)
+        assert forged.status_code == 403
+        served = _served()
+        assert (
+            served[("/api/v1/topups", "handed_over")] - before.get(("/api/v1/topups", "handed_over"), 0) == 4
+        )
+        with unit_of_work(make_session_factory(postgres_engine)) as session:
+            orders = session.scalars(select(TopupOrder)).all()
+            assert [order.status for order in orders] == [OrderStatus.AWAITING_PAYMENT]
+            assert (
+                session.scalar(select(Voucher.state).where(Voucher.serial == int(pins[0]["serial"])))
+                == VoucherState.ACTIVE
+            )
+        del token
+    finally:
+        _truncate_all(postgres_engine)
+
+
+def test_simultaneous_approvals_and_redemptions_credit_once(postgres_engine, postgres_url, tmp_path):
+    """20 approvals of one payment and 50 redemptions of one PIN, each on its own connection."""
+    settings = _settings(postgres_url, tmp_path, fast_path=True)
+    try:
+        pins = _prepare(postgres_engine, settings, tmp_path)
+        fast_path = FastPath(settings, providers_from_settings(settings))
+        cookie, token = _csrf_pair(settings)
+        factory = make_session_factory(postgres_engine)
+
+        async def race() -> tuple[list[Any], list[Any]]:
+            status, _, _ = await fast_path.create_topup(
+                _scope("/api/v1/topups", [(b"idempotency-key", b"race")]),
+                b'{"msisdn": "+447911123456", "amount_minor": 2000}',
+            )
+            assert status == 201
+            with unit_of_work(factory) as session:
+                reference = session.scalar(select(TopupOrder.payment_reference))
+            form = f"decision=approve&csrf_token={token}".encode()
+            approve_headers = [
+                (b"content-type", b"application/x-www-form-urlencoded"),
+                (b"cookie", f"airtime_csrf={cookie}".encode()),
+            ]
+            approvals = await asyncio.gather(
+                *(
+                    _outcome(
+                        fast_path.approve_sandbox(_scope(f"/sandbox/pay/{reference}", approve_headers), form)
+                    )
+                    for _ in range(20)
+                )
+            )
+            body = f'{{"pin": "{pins[0]["pin"]}", "msisdn": "{MSISDN}"}}'.encode()
+            redemptions = await asyncio.gather(
+                *(
+                    _outcome(
+                        fast_path.redeem_voucher(
+                            _scope(REDEEM, [(b"idempotency-key", f"r{n}".encode())]), body
+                        )
+                    )
+                    for n in range(50)
+                )
+            )
+            await fast_path.close()
+            return approvals, redemptions
+
+        approvals, redemptions = asyncio.run(race())
+        assert Counter(approvals) == {303: 1, "handed over": 19}
+        assert Counter(redemptions) == {201: 1, "handed over": 49}
+        with unit_of_work(factory) as session:
+            orders = session.scalars(select(TopupOrder).order_by(TopupOrder.id)).all()
+            assert [order.status for order in orders] == [OrderStatus.CREDITED] * 2
+            line_balance = balance_of(session, _main_account(session))
+            assert line_balance == 2000 + 1000
+            assert not check_invariants(session)
+    finally:
+        _truncate_all(postgres_engine)
+
+
+REDEEM = "/api/v1/vouchers/redeem"
+
+
+async def _outcome(call: Any) -> int | str:
+    try:
+        status, _, _ = await call
+    except HandOver:
+        return "handed over"
+    return int(status)
+
+
+def _scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {"type": "http", "method": "POST", "path": path, "headers": headers, "client": ("10.0.0.9", 5000)}
+
+
+def _csrf_pair(settings: Settings) -> tuple[str, str]:
+    """A signed CSRF cookie and the token it holds, as the sandbox page hands them out."""
+    from airtime.web.context import CSRF_COOKIE, _signer
+
+    token = "race-token"
+    return _signer(settings, CSRF_COOKIE).sign(token).decode(), token
+
+
+def _main_account(session) -> int:
+    from airtime.accounts.models import Line
+
+    line = session.scalar(select(Line).where(Line.msisdn == MSISDN))
+    return line.main_account_id
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
