@@ -20,7 +20,7 @@ import asyncio
 import hmac
 import json
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -85,6 +85,13 @@ _ROUTES = {
 }
 
 
+async def _nothing_to_reset(connection: asyncpg.Connection) -> None:
+    """The fast path leaves no session state behind (no settings, cursors, listeners or
+    advisory locks; an open transaction is rolled back by the pool itself), so a
+    connection goes back to the pool without asyncpg's reset query: a round trip and a
+    transaction saved per request."""
+
+
 def asyncpg_dsn(database_url: str) -> str:
     """The SQLAlchemy URL (``postgresql+psycopg://...``) as a plain libpq DSN."""
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -119,6 +126,7 @@ class FastPath:
             self._dsn,
             min_size=min(_POOL_CONNECTIONS_MIN, self.settings.database_pool_size),
             max_size=self.settings.database_pool_size,
+            reset=_nothing_to_reset,
         )
 
     async def close(self) -> None:
@@ -365,25 +373,7 @@ class FastPath:
             )
             plan = _plan(found)
             validity_days = won["validity_days"]
-            await connection.execute(
-                _INSERT_PAID_ORDER,
-                order.id,
-                order.public_id,
-                order.idempotency_scope,
-                order.idempotency_key,
-                order.request_hash,
-                order.channel,
-                order.line_id,
-                order.msisdn,
-                order.currency,
-                order.amount_minor,
-                order.bonus_minor,
-                order.promotion_id,
-                order.payment_provider,
-                order.payment_reference,
-                order.language,
-                now,
-            )
+            keys = attempt_keys(line_id=order.line_id, customer_id=None, ip_address=ip_address)
             await self._credit(
                 connection,
                 order,
@@ -397,21 +387,29 @@ class FastPath:
                     plan, current=found["validity_date"], today=today(), amount_minor=order.amount_minor
                 ),
                 now=now,
-            )
-            keys = attempt_keys(line_id=order.line_id, customer_id=None, ip_address=ip_address)
-            await connection.execute(
-                _RECORD_REDEMPTION,
-                won["id"],
-                order.id,
-                keys,
-                Channel.VOUCHER,
-                won["serial"],
-                now,
-                won["batch_id"],
-                VoucherState.ACTIVE,
-                VoucherState.REDEEMED,
-                f"{Channel.VOUCHER}:ip {ip_address or '-'}",
-                f"line {order.msisdn}, order {order.public_id}",
+                statement=_WRITE_REDEMPTION,
+                more=(
+                    order.public_id,
+                    order.idempotency_scope,
+                    order.idempotency_key,
+                    order.request_hash,
+                    order.channel,
+                    order.msisdn,
+                    order.amount_minor,
+                    order.bonus_minor,
+                    order.promotion_id,
+                    order.payment_provider,
+                    order.payment_reference,
+                    order.language,
+                    won["id"],
+                    won["serial"],
+                    keys,
+                    won["batch_id"],
+                    VoucherState.ACTIVE,
+                    VoucherState.REDEEMED,
+                    f"{Channel.VOUCHER}:ip {ip_address or '-'}",
+                    f"line {order.msisdn}, order {order.public_id}",
+                ),
             )
         wake_senders.set()
         return _json_response(201, order_out(order, None).model_dump_json().encode())
@@ -427,9 +425,12 @@ class FastPath:
         funding_code: str,
         validity: date | None,
         now: datetime,
+        statement: str = "",
+        more: Sequence[Any] = (),
     ) -> None:
         """What :func:`airtime.topups.service.credit` writes for a paid credit top-up of an
-        active line (locked by the caller, with its balances), as one statement."""
+        active line (locked by the caller, with its balances), as one statement: by default
+        the order is updated; ``statement`` may write it whole instead, with ``more``."""
         order.status = OrderStatus.CREDITED
         order.credited_at = now
         order.receipt_number = topups.receipt_number(order.id, now)
@@ -463,7 +464,7 @@ class FastPath:
             (leg.account_id, leg.amount_minor) for leg in legs if leg.account_id in (main_id, bonus_id)
         )
         balances = await connection.fetch(
-            _WRITE_CREDIT,
+            statement or _WRITE_CREDIT,
             order.id,
             now,
             order.payment_method,
@@ -489,6 +490,7 @@ class FastPath:
             [message["template"] for message in messages],
             [message["language"] for message in messages],
             [message["dedup_key"] for message in messages],
+            *more,
         )
         if dict(balances).get(main_id) != order.balance_after_minor:
             # The locked balance moved under us: not something to paper over.
@@ -791,24 +793,10 @@ SELECT l.msisdn, l.state AS line_state, l.validity_date, l.main_account_id, l.bo
    FOR NO KEY UPDATE OF l, a
 """
 
-_INSERT_PAID_ORDER = """
-INSERT INTO topup_orders (id, public_id, idempotency_scope, idempotency_key, request_hash, channel,
-       line_id, msisdn, customer_id, currency, amount_minor, bundle_id, bonus_minor, promotion_id,
-       payment_provider, payment_reference, payment_method, status, failure_code, receipt_email,
-       language, refunded_minor, refund_shortfall_minor, created_at, paid_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, NULL, $11, $12, $13, $14, $13, 'paid', '', '',
-        $15, 0, 0, $16, $16)
-"""
-
-# The order credited with its receipt, the transfer with its entries, the line's
+# The order credited with its receipt ($1-$6), the transfer with its entries, the line's
 # balances and validity, and the receipt messages; returns the new balances.
-_WRITE_CREDIT = """
-WITH o AS (
-  UPDATE topup_orders SET status = 'credited', paid_at = coalesce(paid_at, $2), payment_method = $3,
-         failure_code = '', credited_at = $2, receipt_number = $4, balance_after_minor = $5,
-         validity_after = $6
-   WHERE id = $1
-), t AS (
+_CREDIT_WRITES = """
+t AS (
   INSERT INTO ledger_transfers (id, kind, currency, content_hash, description, details, created_at)
   VALUES ($7, $8, $9, $10, $11, $12::json, $2)
 ), e AS (
@@ -830,16 +818,43 @@ UPDATE ledger_accounts AS a SET balance_minor = a.balance_minor + d.delta
 RETURNING a.id, a.balance_minor
 """
 
-# The voucher's redemption recorded: its order, the attempts that succeeded, its event.
-_RECORD_REDEMPTION = """
-WITH v AS (
-  UPDATE vouchers SET redeemed_order_id = $2 WHERE id = $1
-), a AS (
-  INSERT INTO voucher_attempts (key, succeeded, reason, channel, serial, at)
-  SELECT k, true, 'redeemed', $4, $5, $6 FROM unnest($3::varchar[]) AS k
+# A paid order (the sandbox's) moves to credited.
+_WRITE_CREDIT = "".join(
+    (
+        """
+WITH o AS (
+  UPDATE topup_orders SET status = 'credited', paid_at = $2, payment_method = $3, failure_code = '',
+         credited_at = $2, receipt_number = $4, balance_after_minor = $5, validity_after = $6
+   WHERE id = $1
+),""",
+        _CREDIT_WRITES,
+    )
 )
-INSERT INTO voucher_events (voucher_id, batch_id, event, from_state, to_state, count, actor, reason, at)
-VALUES ($1, $7, 'redeemed', $8, $9, 1, $10, $11, $6)
-"""
+
+# A voucher's order is written once, credited ($26-$37), and the redemption recorded on
+# the voucher, in its attempts and its events ($38-$45).
+_WRITE_REDEMPTION = "".join(
+    (
+        """
+WITH o AS (
+  INSERT INTO topup_orders (id, public_id, idempotency_scope, idempotency_key, request_hash, channel,
+         line_id, msisdn, customer_id, currency, amount_minor, bundle_id, bonus_minor, promotion_id,
+         payment_provider, payment_reference, payment_method, status, failure_code, receipt_email,
+         language, balance_after_minor, validity_after, refunded_minor, refund_shortfall_minor,
+         created_at, paid_at, credited_at, receipt_number)
+  VALUES ($1, $26, $27, $28, $29, $30, $17, $31, NULL, $9, $32, NULL, $33, $34, $35, $36, $3, 'credited',
+          '', '', $37, $5, $6, 0, 0, $2, $2, $2, $4)
+), v AS (
+  UPDATE vouchers SET redeemed_order_id = $1 WHERE id = $38
+), va AS (
+  INSERT INTO voucher_attempts (key, succeeded, reason, channel, serial, at)
+  SELECT k, true, 'redeemed', $30, $39, $2 FROM unnest($40::varchar[]) AS k
+), ve AS (
+  INSERT INTO voucher_events (voucher_id, batch_id, event, from_state, to_state, count, actor, reason, at)
+  VALUES ($38, $41, 'redeemed', $42, $43, 1, $44, $45, $2)
+),""",
+        _CREDIT_WRITES,
+    )
+)
 
 _UNTRACKED_ACCOUNT = "SELECT id FROM ledger_accounts WHERE code = $1 AND NOT balance_tracked"
