@@ -249,6 +249,7 @@ def timeline(
 @dataclass
 class Queues:
     paid_not_credited: list[TopupOrder]
+    paid_line_gone: list[TopupOrder]
     stuck_awaiting_payment: list[TopupOrder]
     refund_shortfalls: list[TopupOrder]
     locked_out: list[RedemptionLock]
@@ -270,7 +271,12 @@ def queues(session: Session, *, settings: Settings) -> Queues:
         )
 
     return Queues(
-        paid_not_credited=orders(TopupOrder.status == OrderStatus.PAID),
+        paid_not_credited=orders(
+            TopupOrder.status == OrderStatus.PAID, TopupOrder.failure_code != topups.LINE_GONE
+        ),
+        paid_line_gone=orders(
+            TopupOrder.status == OrderStatus.PAID, TopupOrder.failure_code == topups.LINE_GONE
+        ),
         stuck_awaiting_payment=orders(
             TopupOrder.status == OrderStatus.AWAITING_PAYMENT, TopupOrder.awaiting_payment_at < stuck_before
         ),

@@ -100,6 +100,8 @@ def credit_order(
             "Only a paid, not yet credited top-up can be credited (this one is %(status)s).",
             status=order.status,
         )
+    if order.failure_code == topups.LINE_GONE:
+        raise Conflict("The number is no longer in service: refund this top-up instead.")
     if not topups.credit(session, order_id=order.id, settings=settings):
         raise Conflict("This top-up was credited meanwhile.")
     order = _order(session, public_id)

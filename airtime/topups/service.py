@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol, cast
 
+import structlog
 from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -48,8 +49,13 @@ from airtime.topups.promotions import Bonus, best_bonus
 from airtime.topups.validity import validity_after_activity, validity_after_days, validity_after_topup
 
 _orders = cast(Table, TopupOrder.__table__)
+log = structlog.get_logger(__name__)
 VOUCHER_PROVIDER = "voucher"
 IDEMPOTENCY_KEY_LENGTH_MAX = 100
+
+# A paid order whose line was terminated before the money arrived: not credited, kept
+# "paid" with this code for care to refund (crediting a dead line would strand the money).
+LINE_GONE = "line_terminated"
 
 # What a person is told when a top-up failed (codes are stored on the order).
 FAILURE_MESSAGES = {
@@ -58,6 +64,10 @@ FAILURE_MESSAGES = {
     "payment_cancelled": N_("The payment was cancelled. No money was taken."),
     "provider_error": N_("The payment provider could not be reached. No money was taken; try again."),
     "amount_mismatch": N_("The amount paid did not match the order. Customer care will sort it out."),
+    LINE_GONE: N_(
+        "The payment arrived after this number went out of service, so nothing was credited. "
+        "Customer care will refund it."
+    ),
 }
 
 
@@ -595,6 +605,9 @@ def credit(
     it), the ledger transfer is posted (its id is derived from the order), validity is
     applied by the plan's rule, allowances are granted and the receipt is queued.
 
+    A line terminated before its payment arrived is not credited: the order stays "paid"
+    with the failure code :data:`LINE_GONE`, for care to refund, and False is returned.
+
     ``funding_legs`` replace the one funding leg when the money comes from several
     accounts (an agent's float, the commission expense, parent agents); they must sum to
     ``-order.amount_minor`` and are posted in the same transfer as the credit.
@@ -625,6 +638,21 @@ def credit(
         .where(Line.id == order.line_id)
         .with_for_update(key_share=True, of=Line)
     ).one()
+    if line.state == LineState.TERMINATED:
+        # Nothing is posted; the order goes back to "paid", marked for care to refund.
+        _transition(
+            session,
+            order.id,
+            allowed_from=(OrderStatus.CREDITED,),
+            values={
+                "status": OrderStatus.PAID,
+                "credited_at": None,
+                "receipt_number": None,
+                "failure_code": LINE_GONE,
+            },
+        )
+        log.warning("paid_order_for_terminated_line", order=order.public_id, line_id=line.id)
+        return False
     legs = (
         list(funding_legs)
         if funding_legs is not None

@@ -48,7 +48,7 @@ def reconcile(
         paid_ids = list(
             session.scalars(
                 select(TopupOrder.id)
-                .where(TopupOrder.status == OrderStatus.PAID)
+                .where(TopupOrder.status == OrderStatus.PAID, TopupOrder.failure_code != topups.LINE_GONE)
                 .order_by(TopupOrder.id)
                 .limit(BATCH_SIZE)
             )

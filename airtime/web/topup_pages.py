@@ -254,10 +254,14 @@ def order_status(request: Request, public_id: str, returned: int = 0, cancelled:
         who = visitor(request, session)
         context = topups.receipt_context(session, order, settings)
         context["stages"] = topups.stages(order)
-        context["waiting"] = order.status in (
-            OrderStatus.CREATED,
-            OrderStatus.AWAITING_PAYMENT,
-            OrderStatus.PAID,
+        context["waiting"] = (
+            order.status
+            in (
+                OrderStatus.CREATED,
+                OrderStatus.AWAITING_PAYMENT,
+                OrderStatus.PAID,
+            )
+            and order.failure_code != topups.LINE_GONE
         )
         failure = topups.FAILURE_MESSAGES.get(order.failure_code)
         context["failure_message"] = gettext(who.language, failure) if failure else ""

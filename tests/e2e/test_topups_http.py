@@ -208,3 +208,31 @@ def test_api_bundle_from_balance_and_line_topups(client, session_factory, settin
     assert short.status_code == 409 and "Insufficient funds" in short.json()["detail"]
     assert len(client.get(f"/api/v1/lines/{line.id}/allowances", headers=headers).json()) == 1
     assert client.get(f"/api/v1/lines/{line.id}/topups", headers=headers).json() == []
+
+
+def test_a_payment_after_the_number_went_out_of_service_says_it_will_be_refunded(
+    client, session_factory, settings
+):
+    from sqlalchemy import update
+
+    from airtime.accounts.models import Line, LineState
+
+    line = _setup(session_factory, settings)
+    body = {"msisdn": "+447911123456", "amount_minor": 2000}
+    order = client.post("/api/v1/topups", json=body, headers=IDEMPOTENCY).json()
+    with unit_of_work(session_factory) as session:
+        session.execute(update(Line).where(Line.id == line.id).values(state=LineState.TERMINATED))
+    page = client.get(order["payment_url"])
+    approved = client.post(
+        order["payment_url"],
+        data={"decision": "approve", "csrf_token": CSRF.search(page.text).group(1)},
+        follow_redirects=False,
+    )
+    assert approved.status_code == 303
+    status_page = client.get(approved.headers["location"])
+    assert "Customer care will refund it" in status_page.text
+    assert 'http-equiv="refresh"' not in status_page.text
+    assert client.get(f"/api/v1/topups/{order['id']}").json()["status"] == "paid"
+    with unit_of_work(session_factory) as session:
+        assert balance_of(session, line.main_account_id) == 0
+        assert check_invariants(session) == []

@@ -349,3 +349,51 @@ def test_totp_codes_are_single_use_and_the_secret_is_encrypted(uow, settings):
             settings=settings,
         )
         assert totp.is_enrolled(session, staff_user_id=staff.id)
+
+
+def test_a_payment_for_a_terminated_line_is_kept_for_a_refund_not_credited(
+    uow, session_factory, settings, people
+):
+    """The money arrived after the number went out of service: nothing is credited to the
+    dead line; the order waits in its own care queue, reconciliation leaves it alone,
+    "credit now" is refused, and a refund through the provider closes it."""
+    from airtime.care.console import queues
+    from airtime.topups.tasks import reconcile
+
+    line = _line(uow, settings)
+    with uow() as session:
+        order = topup_helpers.order(session, settings, line_id=line.id, amount_minor=1000)
+        session.execute(update(Line).where(Line.id == line.id).values(state=LineState.TERMINATED))
+    before = fingerprint(session_factory)
+    with uow() as session:
+        provider = _providers(settings)["sandbox"]
+        provider.decide(session, order.payment_reference, "approve")
+        topups.apply_payment_state(session, order, provider.fetch_payment(session, order.payment_reference))
+        assert not topups.credit(session, order_id=order.id, settings=settings)
+    after = fingerprint(session_factory)
+    assert {name: after[name] for name in after if after[name] != before[name]} == {}  # no entry, no message
+    with uow() as session:
+        kept = topups.get_order(session, order.public_id)
+        assert (kept.status, kept.failure_code) == (OrderStatus.PAID, topups.LINE_GONE)
+        assert kept.credited_at is None and kept.receipt_number is None and kept.paid_at is not None
+        assert balance_of(session, line.main_account_id) == 0
+        waiting = queues(session, settings=settings)
+        assert [o.public_id for o in waiting.paid_line_gone] == [order.public_id]
+        assert waiting.paid_not_credited == []
+    assert reconcile(session_factory, providers=_providers(settings), settings=settings).credited == 0
+    with uow() as session, pytest.raises(Conflict, match="refund this top-up"):
+        care.credit_order(
+            session, actor=people["care"], public_id=order.public_id, reason="", settings=settings
+        )
+    with uow() as session:
+        result = care.refund_order(
+            session,
+            actor=people["supervisor"],
+            public_id=order.public_id,
+            amount_minor=None,
+            reason="number out of service",
+            providers=_providers(settings),
+        )
+        assert result.order.status == OrderStatus.REFUNDED
+        assert balance_of(session, line.main_account_id) == 0
+        assert queues(session, settings=settings).paid_line_gone == []
