@@ -719,14 +719,17 @@ SELECT id FROM o
 
 # The payment approved (once), its event stored (once), then the order and its line
 # locked, with what crediting needs. Only a credit top-up whose amount matches qualifies.
+# (The order is found by both columns of its unique (provider, reference) index: a join on
+# the reference alone was planned as a scan of every sandbox order.)
 _APPROVE_SANDBOX = """
 WITH pay AS (
   UPDATE sandbox_payments SET status = 'succeeded', updated_at = $2
    WHERE reference = $1 AND status = 'pending'
   RETURNING reference, amount_minor, currency, return_url
 ), ord AS (
-  SELECT o.* FROM topup_orders o JOIN pay ON o.payment_reference = pay.reference
-   WHERE o.payment_provider = $3 AND o.status = ANY($5::varchar[]) AND o.bundle_id IS NULL
+  SELECT o.* FROM topup_orders o JOIN pay ON true
+   WHERE o.payment_provider = $3 AND o.payment_reference = $1
+     AND o.status = ANY($5::varchar[]) AND o.bundle_id IS NULL
      AND o.amount_minor = pay.amount_minor AND o.currency = pay.currency
    FOR NO KEY UPDATE OF o
 ), ev AS (
