@@ -534,7 +534,8 @@ class FastPathMiddleware:
         if complete:
             try:
                 status, headers, content = await handler(scope, body)
-            except (HandOver, AppError):
+            except (HandOver, AppError, asyncpg.DeadlockDetectedError):
+                # A deadlock victim was rolled back like any hand-over: the app tries again.
                 FAST_PATH.labels(_ROUTES[route].path, "handed_over").inc()
             else:
                 FAST_PATH.labels(_ROUTES[route].path, "served").inc()
