@@ -9,7 +9,8 @@ each time; the session row only says whether the session is still live, what was
     ""            menu: 1 balance, 2 voucher, 3 bundle, 4 language
     "1"           balance and validity of the caller's line
     "2*PIN*1"     redeem onto the caller's line; "2*PIN*2*NUMBER" onto another number
-    "3*N*1"       buy the N-th bundle shown, from the balance ("3*N*2" cancels)
+    "3*N*1"       buy the N-th bundle shown, from the balance ("3*N*2" cancels);
+                  "3*0" shows the next screen of bundles, "3*0*N*1" buys from it
     "4*1" "4*2"   English / 中文, remembered for the number
     PIN           the shortcut *123*PIN# redeems at once onto the caller's line
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -51,6 +53,7 @@ UCS2_SCREEN_CHARACTERS_MAX = 80
 CALLBACK_BODY_BYTES_MAX = 8 * 1024
 TEXT_LENGTH_MAX = 400
 BUNDLES_SHOWN_MAX = 5
+MORE = "0"  # the choice that shows the next screen of bundles
 BUNDLE_NAME_CHARACTERS_MAX = 20
 # A bundle name on a UCS-2 screen (Chinese): shorter, so the list keeps several bundles.
 BUNDLE_NAME_UCS2_CHARACTERS_MAX = 10
@@ -437,18 +440,28 @@ def _bundle_name(call: _Call, bundle: Bundle) -> str:
     return name
 
 
-def _bundle_list(call: _Call, heading: str, bundles: list[Bundle]) -> tuple[str, list[Bundle]]:
-    """The "buy" screen and the bundles on it: as many as fit, in catalogue order (a long
-    Chinese list shows fewer than ``BUNDLES_SHOWN_MAX``, never a cut one)."""
-    lines: list[str] = [heading]
-    shown: list[Bundle] = []
-    for index, bundle in enumerate(bundles[:BUNDLES_SHOWN_MAX], start=1):
-        line = f"{index} {_bundle_name(call, bundle)} {_price(call, bundle)}"
-        if shown and not fits_screen("\n".join([*lines, line])):
-            break
-        lines.append(line)
-        shown.append(bundle)
-    return "\n".join(lines), shown
+def _bundle_pages(call: _Call, heading: str, bundles: list[Bundle]) -> list[tuple[str, list[Bundle]]]:
+    """The "buy" screens and the bundles on each: as many as fit (at most
+    ``BUNDLES_SHOWN_MAX``, never a cut one), in catalogue order, each screen but the last
+    ending with "0 More" (a Chinese list fits fewer bundles on a screen, so it has more)."""
+    more = f"{MORE} " + call._("More")
+    pages: list[tuple[str, list[Bundle]]] = []
+    remaining = list(bundles)
+    while remaining:
+        lines: list[str] = [heading]
+        shown: list[Bundle] = []
+        for bundle in remaining[:BUNDLES_SHOWN_MAX]:
+            line = f"{len(shown) + 1} {_bundle_name(call, bundle)} {_price(call, bundle)}"
+            last = len(shown) + 1 == len(remaining)
+            if shown and not fits_screen("\n".join([*lines, line] if last else [*lines, line, more])):
+                break
+            lines.append(line)
+            shown.append(bundle)
+        if len(shown) < len(remaining):
+            lines.append(more)
+        pages.append(("\n".join(lines), shown))
+        remaining = remaining[len(shown) :]
+    return pages
 
 
 def _price(call: _Call, bundle: Bundle) -> str:
@@ -464,11 +477,24 @@ def _bundle_step(call: _Call, rest: list[str]) -> str:
         bundles = topups.active_bundles(call.session, view.currency)
         if not bundles:
             return screen("END", call._("No bundles are on offer for this number."))
-        body, shown_bundles = _bundle_list(call, call._("Balance %(amount)s. Buy:", amount=balance), bundles)
-        # What was shown is what a later "1".."5" means, even if the catalogue changes meanwhile.
-        call.row.data = {**call.row.data, "bundles": [bundle.code for bundle in shown_bundles]}
-        return screen("CON", body)
-    shown = list(call.row.data.get("bundles", []))
+        pages = _bundle_pages(call, call._("Balance %(amount)s. Buy:", amount=balance), bundles)
+        # What was shown is what a later "0" or "1".."5" means, even if the catalogue
+        # changes meanwhile.
+        call.row.data = {
+            **call.row.data,
+            "bundle_pages": [{"body": body, "codes": [b.code for b in shown]} for body, shown in pages],
+        }
+        return screen("CON", pages[0][0])
+    stored: list[dict[str, Any]] = list(call.row.data.get("bundle_pages", []))
+    turned = 0
+    while turned < len(rest) and rest[turned] == MORE:
+        turned += 1
+    if turned >= len(stored):
+        return _invalid(call)
+    if turned == len(rest):
+        return screen("CON", stored[turned]["body"])
+    shown = list(stored[turned]["codes"])
+    rest = rest[turned:]
     choice = rest[0]
     if not choice.isdigit() or not 1 <= int(choice) <= len(shown):
         return _invalid(call)

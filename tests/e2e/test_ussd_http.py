@@ -347,9 +347,9 @@ def test_every_screen_fits_in_both_languages(client, session_factory, settings, 
 
 
 def test_a_chinese_bundle_list_shows_as_many_bundles_as_fit(client, session_factory, settings):
-    """In UCS-2 the list keeps fewer bundles, with shorter names, and a choice means what was
-    shown."""
-    _line(session_factory, settings, balance_minor=999_999)
+    """In UCS-2 a screen keeps fewer bundles, with shorter names; "0" shows the next screen
+    until every bundle was offered, in both languages, and a choice means what was shown."""
+    line = _line(session_factory, settings, balance_minor=999_999)
     with unit_of_work(session_factory) as session:
         for index in range(6):
             session.add(
@@ -363,17 +363,47 @@ def test_a_chinese_bundle_list_shows_as_many_bundles_as_fit(client, session_fact
                     validity_days=30,
                 )
             )
-    english = Gateway(client).walk("3")
-    assert english.count("\n") == 5  # the heading and five bundles
+
+    def every_screen(gateway: Gateway) -> list[list[str]]:
+        pages, path = [], "3"
+        while True:
+            listed = gateway.send(path).split("\n")[1:]
+            more = listed[-1].startswith("0 ")
+            pages.append(listed[:-1] if more else listed)
+            if not more:
+                return pages
+            path += "*0"
+
+    english = Gateway(client)
+    english.send("")
+    english_pages = every_screen(english)
+    assert [len(page) for page in english_pages] == [5, 2]  # five at most, then "0 More"
+    assert english.screens[1].endswith("\n0 More")
     Gateway(client).walk("4*2")
-    chinese = Gateway(client).walk("3")
-    listed = chinese.split("\n")[1:]
+    chinese = Gateway(client)
+    chinese.send("")
+    chinese_pages = every_screen(chinese)
     # The helpers' catalogue bundle ("5 GB", £10.00, no Chinese name) comes first, by price.
-    assert listed[0] == "1 5 GB £10.00" and 2 <= len(listed) < 5, chinese
-    assert all(line.startswith(f"{index} 全球漫游") for index, line in enumerate(listed[1:], start=2))
-    last = len(listed)
-    assert f"£900.0{last - 2}" in Gateway(client).walk(f"3*{last}")
+    assert chinese_pages[0][0] == "1 5 GB £10.00" and len(chinese_pages[0]) < 5, chinese_pages
+    assert chinese.screens[1].endswith("\n0 更多")
+    offered = [entry.split(" ", 1)[1] for page in chinese_pages for entry in page]
+    assert len(offered) == 7 and all(name.startswith("全球漫游") for name in offered[1:])
+    assert all(
+        page == [f"{n} {entry.split(' ', 1)[1]}" for n, entry in enumerate(page, 1)] for page in chinese_pages
+    )
+    # Buying from the second screen: its first bundle, whatever the first screen held.
+    second = chinese_pages[1][0].split(" ", 1)[1]
+    before = _balance(session_factory, line)
+    confirm = Gateway(client).walk("3*0*1")
+    assert second.rsplit(" ", 1)[0] in confirm and second.rsplit(" ", 1)[1] in confirm
+    assert Gateway(client).walk("3*0*1*1").startswith("END ")
+    price = int(float(second.rsplit("£", 1)[1].replace(",", "")) * 100)
+    assert before - _balance(session_factory, line) == price
+    last = len(chinese_pages[0])
     assert Gateway(client).walk(f"3*{last + 1}").startswith("END ")  # not shown, not a choice
+    assert (
+        Gateway(client).walk("3" + "*0" * len(chinese_pages)).startswith("END ")
+    )  # no screen after the last
 
 
 @pytest.mark.parametrize(
