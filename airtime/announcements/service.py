@@ -1,4 +1,7 @@
-"""Publish, edit and end announcements; read the ones showing now. Services flush, never commit."""
+"""Publish, edit and end announcements; read the ones showing now. Services flush, never commit.
+
+Every change is written to the audit log with who made it and the announcement before and
+after: an announcement speaks for the operator to every subscriber (prices, promotions)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from airtime.announcements.models import Announcement, AnnouncementLevel
+from airtime.care import audit
+from airtime.care.audit import Actor
 from airtime.clock import utcnow
 from airtime.errors import NotFound, ValidationFailed
 
@@ -65,7 +70,33 @@ def _checked(draft: AnnouncementDraft) -> AnnouncementDraft:
     )
 
 
-def publish(session: Session, *, draft: AnnouncementDraft, actor: str) -> Announcement:
+def _state(announcement: Announcement) -> dict[str, object]:
+    return {
+        "level": announcement.level,
+        "title_en": announcement.title_en,
+        "body_en": announcement.body_en,
+        "title_zh": announcement.title_zh,
+        "body_zh": announcement.body_zh,
+        "starts_at": announcement.starts_at,
+        "ends_at": announcement.ends_at,
+    }
+
+
+def _audit(
+    session: Session, actor: Actor, action: str, announcement: Announcement, before: dict[str, object]
+) -> None:
+    audit.record(
+        session,
+        actor=actor,
+        action=action,
+        subject_type="announcement",
+        subject_id=announcement.id,
+        before=before,
+        after=_state(announcement),
+    )
+
+
+def publish(session: Session, *, draft: AnnouncementDraft, actor: Actor) -> Announcement:
     """Create an announcement; it shows from its start time."""
     checked = _checked(draft)
     now = utcnow()
@@ -77,13 +108,14 @@ def publish(session: Session, *, draft: AnnouncementDraft, actor: str) -> Announ
         body_zh=checked.body_zh,
         starts_at=checked.starts_at,
         ends_at=checked.ends_at,
-        created_by=actor,
+        created_by=actor.email,
         created_at=now,
-        updated_by=actor,
+        updated_by=actor.email,
         updated_at=now,
     )
     session.add(announcement)
     session.flush()
+    _audit(session, actor, "publish_announcement", announcement, {})
     return announcement
 
 
@@ -94,10 +126,11 @@ def get(session: Session, announcement_id: int) -> Announcement:
     return announcement
 
 
-def edit(session: Session, *, announcement_id: int, draft: AnnouncementDraft, actor: str) -> Announcement:
+def edit(session: Session, *, announcement_id: int, draft: AnnouncementDraft, actor: Actor) -> Announcement:
     """Replace the texts, level and times (all checked before any is changed)."""
     checked = _checked(draft)
     announcement = get(session, announcement_id)
+    before = _state(announcement)
     announcement.level = checked.level
     announcement.title_en = checked.title_en
     announcement.body_en = checked.body_en
@@ -106,21 +139,24 @@ def edit(session: Session, *, announcement_id: int, draft: AnnouncementDraft, ac
     assert checked.starts_at is not None and checked.ends_at is not None
     announcement.starts_at = checked.starts_at
     announcement.ends_at = checked.ends_at
-    announcement.updated_by = actor
+    announcement.updated_by = actor.email
     announcement.updated_at = utcnow()
     session.flush()
+    _audit(session, actor, "edit_announcement", announcement, before)
     return announcement
 
 
-def end(session: Session, *, announcement_id: int, actor: str) -> Announcement:
+def end(session: Session, *, announcement_id: int, actor: Actor) -> Announcement:
     """Stop showing it now (an ended or future one keeps its record; nothing is deleted)."""
     announcement = get(session, announcement_id)
     now = utcnow()
     if announcement.ends_at > now:
+        before = _state(announcement)
         announcement.ends_at = max(now, announcement.starts_at)
-        announcement.updated_by = actor
+        announcement.updated_by = actor.email
         announcement.updated_at = now
         session.flush()
+        _audit(session, actor, "end_announcement", announcement, before)
     return announcement
 
 

@@ -179,7 +179,7 @@ def create(
     """Publish a new announcement; a refusal shows the form again with what was typed."""
     try:
         with unit_of_work(request.app.state.session_factory) as session:
-            announcements.publish(session, draft=_draft(**values), actor=staff.email)
+            announcements.publish(session, draft=_draft(**values), actor=staff)
     except AppError as error:
         return _page(request, staff, values=values, error=error)
     with unit_of_work(request.app.state.session_factory) as session:
@@ -196,9 +196,7 @@ def update(
     """Save changes to an announcement (all fields checked before any is changed)."""
     try:
         with unit_of_work(request.app.state.session_factory) as session:
-            announcements.edit(
-                session, announcement_id=announcement_id, draft=_draft(**values), actor=staff.email
-            )
+            announcements.edit(session, announcement_id=announcement_id, draft=_draft(**values), actor=staff)
     except AppError as error:
         with unit_of_work(request.app.state.session_factory) as session:
             editing = session.get(Announcement, announcement_id)
@@ -213,7 +211,7 @@ def update(
 def end(request: Request, staff: AdminStaff, announcement_id: int) -> Response:
     """Stop showing an announcement now."""
     with unit_of_work(request.app.state.session_factory) as session:
-        announcements.end(session, announcement_id=announcement_id, actor=staff.email)
+        announcements.end(session, announcement_id=announcement_id, actor=staff)
         return redirect(LIST_URL + "?notice=ended", visitor(request, session), _settings(request))
 
 

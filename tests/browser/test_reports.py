@@ -40,7 +40,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
                     starts_at=utcnow() - timedelta(hours=1),
                     ends_at=utcnow() + timedelta(days=7),
                 ),
-                actor="admin@example.com",
+                actor=staff_helpers.staff_user(session, email="announcer@example.com", role="admin"),
             )
         engine.dispose()
         yield server

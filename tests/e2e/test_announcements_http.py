@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from airtime.accounts.models import Customer
 from airtime.announcements import service as announcements
 from airtime.announcements.models import Announcement
+from airtime.care.models import AuditEntry
 from airtime.clock import utcnow
 from airtime.db.session import unit_of_work
 from tests import factories, staff_helpers
@@ -83,6 +84,19 @@ def test_published_announcement_shows_on_the_portal_in_each_language_until_ended
     assert ended.status_code == 303
     assert "New prices from May" not in client.get("/").text
     assert "ended" in client.get("/admin/announcements").text
+    # Each change is in the audit log, by whom, with the announcement before and after.
+    with unit_of_work(session_factory) as session:
+        entries = session.scalars(
+            select(AuditEntry).where(AuditEntry.subject_type == "announcement").order_by(AuditEntry.id)
+        ).all()
+    assert [(e.action, e.staff_email, e.subject_id) for e in entries] == [
+        ("publish_announcement", "admin@example.com", str(announcement_id)),
+        ("edit_announcement", "admin@example.com", str(announcement_id)),
+        ("end_announcement", "admin@example.com", str(announcement_id)),
+    ]
+    assert entries[1].before["level"] == "promo" and entries[1].after["level"] == "price_change"
+    assert entries[1].after["title_en"] == "New prices from May"
+    assert entries[2].before["ends_at"] > entries[2].after["ends_at"]
 
 
 def test_a_scheduled_announcement_shows_only_inside_its_window(client, session_factory, settings):
