@@ -17,6 +17,7 @@ from datetime import date
 from typing import Any
 
 from babel.dates import format_date
+from cryptography.fernet import Fernet, InvalidToken
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,6 +33,7 @@ from airtime.db.session import unit_of_work
 from airtime.errors import AppError
 from airtime.i18n import gettext
 from airtime.money import format_money
+from airtime.security import sealing_key
 from airtime.topups.models import Channel
 from airtime.vouchers import service as vouchers
 
@@ -41,6 +43,7 @@ DIGITS_LENGTH_MAX = 32
 GATHER_TIMEOUT_SECONDS = 10
 SPEECH_LANGUAGES = {"en": "en-GB", "zh_Hans": "cmn-CN"}
 DATE_LOCALES = {"en": "en_GB", "zh_Hans": "zh_Hans_CN"}
+PIN_KEPT = "pin_sealed"  # the session row's key for a PIN waiting for confirmation
 STEP_PATHS = {"voice": "/ivr/voice", "pin": "/ivr/voice/pin", "confirm": "/ivr/voice/confirm"}
 TWIML_MEDIA_TYPE = "application/xml"
 
@@ -231,13 +234,37 @@ def _pin_entered(call: _Call, digits: str) -> None:
     if not digits:
         _silence(call, ask_again=_ask_pin)
         return
-    # The PIN waits in the session row only until it is confirmed or re-entered.
-    call.row.data = {**call.row.data, "pin": digits}
+    _keep_pin(call, digits)
     _ask_confirmation(call)
 
 
+def _pin_key(call: _Call) -> Fernet:
+    return sealing_key(call.settings.effective_secret_key(), b"airtime.ivr-pin.v1")
+
+
+def _keep_pin(call: _Call, digits: str) -> None:
+    """The PIN waits in the session row only until it is confirmed or re-entered, and only
+    sealed: a copy of the database does not reveal it."""
+    call.row.data = {**call.row.data, PIN_KEPT: _pin_key(call).encrypt(digits.encode()).decode()}
+
+
+def _kept_pin(call: _Call) -> str:
+    """The PIN waiting for confirmation; "" if there is none or it is older than a session."""
+    sealed = str(call.row.data.get(PIN_KEPT, ""))
+    if not sealed:
+        return ""
+    try:
+        return _pin_key(call).decrypt(sealed.encode(), ttl=call.settings.ivr_session_timeout_seconds).decode()
+    except InvalidToken:
+        return ""
+
+
+def _forget_pin(call: _Call) -> None:
+    call.row.data = {key: value for key, value in call.row.data.items() if key != PIN_KEPT}
+
+
 def _ask_confirmation(call: _Call) -> None:
-    pin = str(call.row.data.get("pin", ""))
+    pin = _kept_pin(call)
     call.gather(
         step="confirm",
         digits=1,
@@ -255,18 +282,18 @@ def _spoken_date(call: _Call, value: date | None) -> str:
 
 
 def _confirmed(call: _Call, digits: str, *, call_sid: str, caller: str) -> None:
-    pin = str(call.row.data.get("pin", ""))
+    pin = _kept_pin(call)
     if not pin:
         _ask_pin(call)
         return
     if digits == "2":
-        call.row.data = {key: value for key, value in call.row.data.items() if key != "pin"}
+        _forget_pin(call)
         _ask_pin(call)
         return
     if digits != "1":
         _silence(call, ask_again=_ask_confirmation)
         return
-    call.row.data = {key: value for key, value in call.row.data.items() if key != "pin"}
+    _forget_pin(call)
     entry = call.counter("entries", 1)
     assert call.line is not None
     try:

@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import io
 
@@ -27,6 +25,7 @@ from airtime.accounts.models import StaffUser
 from airtime.clock import utcnow
 from airtime.config import Settings
 from airtime.errors import AuthenticationFailed, Conflict, RateLimited
+from airtime.security import sealing_key
 from airtime.staff.models import StaffTotp
 
 # Roles that must use a second factor; outlet and agent staff may (their tills and APIs
@@ -51,11 +50,8 @@ def required_for(role: str) -> bool:
 
 
 def _fernet(settings: Settings) -> Fernet:
-    """A key of its own for TOTP secrets, derived from the server secret (HMAC-SHA256)."""
-    derived = hmac.new(
-        settings.effective_secret_key().encode(), b"airtime.staff-totp.v1", hashlib.sha256
-    ).digest()
-    return Fernet(base64.urlsafe_b64encode(derived))
+    """A key of its own for TOTP secrets, derived from the server secret."""
+    return sealing_key(settings.effective_secret_key(), b"airtime.staff-totp.v1")
 
 
 def _secret(row: StaffTotp, settings: Settings) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import timedelta
@@ -11,6 +12,7 @@ from babel.dates import format_date
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
+from airtime.channels.models import PhoneSession
 from airtime.db.session import unit_of_work
 from airtime.ledger.service import balance_of
 from airtime.topups.models import TopupOrder
@@ -96,7 +98,13 @@ def test_full_pin_flow_with_a_re_entry(client, session_factory, settings, tmp_pa
     read_back = call.enter(pin)
     spoken = ", ".join(" ".join(pin[index : index + 4]) for index in range(0, 16, 4))
     assert f"You entered {spoken}." in read_back
+    # While it waits for the caller's "1", the PIN is in the session row only sealed.
+    with unit_of_work(session_factory) as session:
+        kept = [json.dumps(row.data) for row in session.scalars(select(PhoneSession))]
+    assert kept and all(pin not in data for data in kept) and any("pin_sealed" in data for data in kept)
     done = call.confirm("1")
+    with unit_of_work(session_factory) as session:
+        assert all("pin_sealed" not in row.data for row in session.scalars(select(PhoneSession)))
     validity = line.validity_date + timedelta(days=60)  # £10 adds 60 days by the test plan's tiers
     assert (
         f"Thank you. £10.00 has been added. Your balance is £10.00, valid until "
