@@ -29,6 +29,10 @@ PATTERNS = ("solid", "diagonal", "dots", "horizontal", "crosshatch", "vertical",
 MARKERS = ("circle", "square", "triangle", "diamond")
 DASHES = ("", "6 3", "2 3", "8 3 2 3")
 CATEGORIES_MAX = 400
+# Above this many categories (about a quarter of days) a column or point is narrower than a
+# finger and a title per mark makes a chart of a year weigh over a megabyte: such charts
+# draw only the shapes, and their figures are in the table under them.
+DETAILED_CATEGORIES_MAX = 92
 SERIES_MAX = len(PALETTE)
 
 ChartKind = Literal["columns", "lines", "bars"]
@@ -303,30 +307,50 @@ def _render_over_categories(chart: Chart) -> str:
             class_="axis-label",
         )
     plot = _sub(svg, "g", class_="plot")
+    detailed = count <= DETAILED_CATEGORIES_MAX
     if chart.kind == "columns":
         bar_width = max(1.0, band * 0.72)
+        # Without detail, each series' columns are one path ("M x,y h w v h h -w z" each).
+        outlines: list[list[str]] = [[] for _ in chart.series]
         for index, category in enumerate(chart.categories):
             stacked = 0.0
             for series_index, series in enumerate(chart.series):
                 value = series.values[index]
                 if not value:
                     continue
+                x = left + band * index + (band - bar_width) / 2
                 y_top = y_of(stacked + value)
+                height = max(0.5, y_of(stacked) - y_top)
+                stacked += value
+                if not detailed:
+                    outlines[series_index].append(
+                        f"M{_format(x)},{_format(y_top)}h{_format(bar_width)}v{_format(height)}"
+                        f"h-{_format(bar_width)}z"
+                    )
+                    continue
                 bar = _sub(
                     plot,
                     "rect",
                     class_="bar",
-                    x=_format(left + band * index + (band - bar_width) / 2),
+                    x=_format(x),
                     y=_format(y_top),
                     width=_format(bar_width),
-                    height=_format(max(0.5, y_of(stacked) - y_top)),
+                    height=_format(height),
                     fill=fills[series_index],
                     data_series=series.name,
                     data_category=category,
                     data_value=_format(value),
                 )
                 _sub(bar, "title", f"{category} · {series.name}: {series.labels[index]}")
-                stacked += value
+        for series_index, outline in enumerate(outlines):
+            if outline:
+                _sub(
+                    plot,
+                    "path",
+                    d="".join(outline),
+                    fill=fills[series_index],
+                    data_series=chart.series[series_index].name,
+                )
     else:
         for series_index, series in enumerate(chart.series):
             colour = PALETTE[series_index % len(PALETTE)]
@@ -350,6 +374,14 @@ def _render_over_categories(chart: Chart) -> str:
                     )
             for index, value in enumerate(series.values):
                 if value is None:
+                    continue
+                if not detailed:
+                    alone = all(
+                        neighbour < 0 or neighbour >= count or series.values[neighbour] is None
+                        for neighbour in (index - 1, index + 1)
+                    )
+                    if alone:  # a point no line passes through must still show
+                        _marker(group, series_index, left + band * (index + 0.5), y_of(value), colour)
                     continue
                 point = _marker(group, series_index, left + band * (index + 0.5), y_of(value), colour)
                 point.set("data-category", chart.categories[index])

@@ -69,3 +69,31 @@ def test_mismatched_or_negative_series_are_refused():
         render(_chart(values=(1.0, 2.0)))
     with pytest.raises(ValueError):
         render(_chart(values=(1.0, -2.0, 3.0)))
+
+
+@pytest.mark.parametrize("kind", ["columns", "lines"])
+def test_a_year_of_days_draws_shapes_only_and_stays_light(kind):
+    """365 days of 7 series: no title per mark (the table under the chart has the figures),
+    so the chart stays small enough for a phone; a lone point between gaps still shows."""
+    days = tuple(f"day {index}" for index in range(365))
+    series = []
+    for number in range(7):
+        values = [float(index % 40 + number) for index in range(365)]
+        values[100] = values[102] = None  # day 101 has no neighbour with a figure
+        series.append(Series(f"series {number}", tuple(values), tuple(str(value) for value in values)))
+    chart = Chart(
+        kind=kind, title="Year", description="d", categories=days, series=tuple(series), value_axis_label="n"
+    )
+    svg = render(chart)
+    root = ET.fromstring(svg)
+    assert len(svg) < 150_000, len(svg)
+    assert not root.findall(f".//{SVG}g[@class='plot']//{SVG}title")
+    if kind == "columns":
+        paths = root.findall(f".//{SVG}g[@class='plot']/{SVG}path")
+        drawn = [sum(1 for value in item.values if value) for item in series]
+        assert [path.get("d").count("z") for path in paths] == drawn
+    else:
+        marks = [element for element in root.iter() if element.get("data-value")]
+        assert not marks and svg.count("<polyline") >= 7
+        lone = root.findall(f".//{SVG}g[@class='series']/*")
+        assert len([element for element in lone if not element.tag.endswith("polyline")]) == 7
