@@ -147,7 +147,9 @@ class FastPath:
         key = headers.get(b"idempotency-key", b"").decode("latin-1")
         if b"authorization" in headers or not 1 <= len(key) <= topups.IDEMPOTENCY_KEY_LENGTH_MAX:
             raise HandOver
-        fields = _json_object(body, {"msisdn", "amount_minor", "provider", "receipt_email", "language"})
+        fields = _json_object(
+            headers, body, {"msisdn", "amount_minor", "provider", "receipt_email", "language"}
+        )
         msisdn, amount = fields.get("msisdn"), fields.get("amount_minor")
         if (
             self.sandbox is None
@@ -307,7 +309,7 @@ class FastPath:
         key = headers.get(b"idempotency-key", b"").decode("latin-1")
         if b"authorization" in headers or not 1 <= len(key) <= topups.IDEMPOTENCY_KEY_LENGTH_MAX:
             raise HandOver
-        fields = _json_object(body, {"pin", "msisdn", "language"})
+        fields = _json_object(headers, body, {"pin", "msisdn", "language"})
         pin, msisdn = fields.get("pin"), fields.get("msisdn")
         if not isinstance(pin, str) or not isinstance(msisdn, str) or len(pin) > 40 or len(msisdn) > 40:
             raise HandOver
@@ -592,8 +594,10 @@ def _replay(body: bytes, complete: bool, receive: Receive) -> Receive:
     return replayed
 
 
-def _json_object(body: bytes, allowed: set[str]) -> dict[str, Any]:
-    """The body as a JSON object with only ``allowed`` keys, or a hand-over."""
+def _json_object(headers: dict[bytes, bytes], body: bytes, allowed: set[str]) -> dict[str, Any]:
+    """The body, sent as JSON, as a JSON object with only ``allowed`` keys, or a hand-over."""
+    if not headers.get(b"content-type", b"").startswith(b"application/json"):
+        raise HandOver
     try:
         fields = json.loads(body)
     except ValueError as error:
