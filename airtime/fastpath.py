@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 import asyncpg
+import structlog
 from prometheus_client import Counter
 from sqlalchemy import make_url
 from starlette.requests import Request
@@ -60,6 +61,7 @@ REDEEM_PATH = "/api/v1/vouchers/redeem"
 SANDBOX_PAY_PREFIX = "/sandbox/pay/"
 SANDBOX_METHOD = "sandbox card"
 _POOL_CONNECTIONS_MIN = 2
+log = structlog.get_logger(__name__)
 FAST_PATH = Counter(
     "airtime_fast_path_requests_total",
     "Requests the fast path served, or handed over to the app",
@@ -115,7 +117,8 @@ class FastPath:
     async def pool(self) -> asyncpg.Pool:
         # A pool belongs to one event loop; a test client may run the app on a new one.
         loop = asyncio.get_running_loop()
-        if self._pool is None or self._pool_loop is not loop:
+        failed = self._pool is not None and self._pool.done() and self._pool.exception() is not None
+        if self._pool is None or self._pool_loop is not loop or failed:
             await self.close()
             self._pool_loop = loop
             self._pool = loop.create_task(self._open_pool())
@@ -538,6 +541,12 @@ class FastPathMiddleware:
                 status, headers, content = await handler(scope, body)
             except (HandOver, AppError, asyncpg.DeadlockDetectedError):
                 # A deadlock victim was rolled back like any hand-over: the app tries again.
+                FAST_PATH.labels(_ROUTES[route].path, "handed_over").inc()
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as error:
+                # The connection failed. Each of the three requests is idempotent by its key
+                # (or the sandbox payment's state), so the app may safely do it again even if
+                # the commit went through; if the database is down, it answers as it does then.
+                log.warning("fast_path_connection_failed", path=path, error=repr(error))
                 FAST_PATH.labels(_ROUTES[route].path, "handed_over").inc()
             else:
                 FAST_PATH.labels(_ROUTES[route].path, "served").inc()

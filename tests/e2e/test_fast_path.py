@@ -327,3 +327,28 @@ def _main_account(session) -> int:
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+def test_an_unreachable_fast_path_hands_over_and_recovers(postgres_engine, postgres_url, tmp_path):
+    """With its connections failing, the fast path hands requests to the app (they are
+    idempotent by key, so even a commit that went through is safe to do again)."""
+    settings = _settings(postgres_url, tmp_path, fast_path=True)
+    try:
+        _prepare(postgres_engine, settings, tmp_path)
+        app = create_app(settings, run_background_jobs=False)
+        fast_path = next(m.kwargs["fast_path"] for m in app.user_middleware if "fast_path" in m.kwargs)
+        reachable, fast_path._dsn = fast_path._dsn, "postgresql://postgres@127.0.0.1:1/nowhere"
+        before = _served()
+        with TestClient(app) as client:
+            body = {"msisdn": MSISDN, "amount_minor": 1000}
+            handed = client.post("/api/v1/topups", json=body, headers={"Idempotency-Key": "down"})
+            assert handed.status_code == 201, handed.text
+            fast_path._dsn = reachable
+            served = client.post("/api/v1/topups", json=body, headers={"Idempotency-Key": "up"})
+            assert served.status_code == 201
+        after = _served()
+        key = ("/api/v1/topups", "handed_over")
+        assert after[key] - before.get(key, 0) == 1
+        assert after[("/api/v1/topups", "served")] - before.get(("/api/v1/topups", "served"), 0) == 1
+    finally:
+        _truncate_all(postgres_engine)
