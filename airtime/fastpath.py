@@ -348,34 +348,22 @@ class FastPath:
                 channel=Channel.VOUCHER,
                 topped_up_before=lambda: bool(found["topped_up_before"]),
             )
-            order = TopupOrder(
-                id=found["order_id"],
-                public_id=secrets.token_urlsafe(16),
-                idempotency_scope=scope_name,
-                idempotency_key=key,
-                channel=Channel.VOUCHER,
+            order = topups.paid_order(
                 line_id=won["line_id"],
                 msisdn=found["msisdn"],
-                customer_id=None,
                 currency=found["currency"],
                 amount_minor=won["face_value_minor"],
-                bundle_id=None,
-                bonus_minor=bonus.bonus_minor,
-                promotion_id=bonus.promotion.id if bonus.promotion else None,
-                payment_provider=topups.VOUCHER_PROVIDER,
+                bonus=bonus,
+                channel=Channel.VOUCHER,
+                provider_name=topups.VOUCHER_PROVIDER,
                 payment_reference=str(won["serial"]),
-                payment_method=topups.VOUCHER_PROVIDER,
-                failure_code="",
-                receipt_email="",
+                idempotency_scope=scope_name,
+                idempotency_key=key,
+                customer_id=None,
                 language=language,
-                refunded_minor=0,
-                refund_shortfall_minor=0,
-                created_at=now,
-                paid_at=now,
+                now=now,
             )
-            order.request_hash = topups.paid_order_request_hash(
-                line_id=order.line_id, amount_minor=order.amount_minor, reference=str(won["serial"])
-            )
+            order.id = found["order_id"]
             plan = _plan(found)
             validity_days = won["validity_days"]
             keys = attempt_keys(line_id=order.line_id, customer_id=None, ip_address=ip_address)
@@ -691,11 +679,9 @@ _ORDER_COLUMNS = (
 
 # --- the statements ----------------------------------------------------------------------
 
-# The line behind a number with its plan, the amount rule of its currency and the
-# promotions running now (as JSON), and whether it was ever credited.
-_TOPUP_QUOTE = """
-SELECT l.id, l.msisdn, l.state, p.currency,
-       r.denominations::text AS denominations, r.amount_min_minor, r.amount_max_minor, r.custom_allowed,
+# For a line ``l`` of plan ``p``: the promotions of its currency running at $2 for an amount
+# of $3 (as JSON), and whether it was ever credited (first-top-up promotions).
+_OFFERS = """
        (SELECT json_agg(json_build_object('id', pr.id, 'kind', pr.kind, 'value', pr.value,
                 'bonus_max_minor', pr.bonus_max_minor, 'first_topup_only', pr.first_topup_only,
                 'channels', pr.channels))::text
@@ -704,12 +690,26 @@ SELECT l.id, l.msisdn, l.state, p.currency,
            AND pr.amount_min_minor <= $3) AS promotions,
        EXISTS (SELECT 1 FROM topup_orders o
                 WHERE o.line_id = l.id AND o.status IN ('credited', 'refunded')) AS topped_up_before
+"""
+
+# The line behind a number with its plan, the amount rule of its currency and the
+# promotions running now (as JSON), and whether it was ever credited.
+_TOPUP_QUOTE = "".join(
+    (
+        """
+SELECT l.id, l.msisdn, l.state, p.currency,
+       r.denominations::text AS denominations, r.amount_min_minor, r.amount_max_minor, r.custom_allowed,
+""",
+        _OFFERS,
+        """
   FROM lines l
   JOIN plans p ON p.id = l.plan_id
   LEFT JOIN topup_amount_rules r ON r.currency = p.currency
  WHERE l.msisdn = $1 AND l.number_released_at IS NULL
  LIMIT 1
-"""
+""",
+    )
+)
 
 # The order, awaiting payment, with its sandbox payment; nothing if the key was used.
 _START_TOPUP = """
@@ -789,26 +789,25 @@ RETURNING v.id, v.serial, v.face_value_minor, v.batch_id, ln.id AS line_id,
 
 # The line locked with its plan and balance, the promotions running now, and the new
 # order's id.
-_LOCK_LINE = """
+_LOCK_LINE = "".join(
+    (
+        """
 SELECT l.msisdn, l.state AS line_state, l.validity_date, l.main_account_id, l.bonus_account_id,
        a.balance_minor AS main_balance_minor, p.currency,
        p.validity_rule, p.validity_tiers::text AS validity_tiers, p.validity_days_max, p.activity_days,
        NULL::varchar AS email,
-       (SELECT json_agg(json_build_object('id', pr.id, 'kind', pr.kind, 'value', pr.value,
-                'bonus_max_minor', pr.bonus_max_minor, 'first_topup_only', pr.first_topup_only,
-                'channels', pr.channels))::text
-          FROM promotions pr
-         WHERE pr.active AND pr.currency = p.currency AND pr.starts_at <= $2 AND pr.ends_at > $2
-           AND pr.amount_min_minor <= $3) AS promotions,
-       EXISTS (SELECT 1 FROM topup_orders o
-                WHERE o.line_id = l.id AND o.status IN ('credited', 'refunded')) AS topped_up_before,
+""",
+        _OFFERS,
+        """,
        nextval(pg_get_serial_sequence('topup_orders', 'id')) AS order_id
   FROM lines l
   JOIN plans p ON p.id = l.plan_id
   JOIN ledger_accounts a ON a.id = l.main_account_id
  WHERE l.id = $1
    FOR NO KEY UPDATE OF l, a
-"""
+""",
+    )
+)
 
 # The order credited with its receipt ($1-$6), the transfer with its entries, the line's
 # balances and validity, and the receipt messages; returns the new balances.

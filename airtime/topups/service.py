@@ -558,20 +558,57 @@ def create_paid_order(
         channel=channel,
         now=utcnow(),
     )
-    now = utcnow()
-    order = TopupOrder(
+    order = paid_order(
+        line_id=line.id,
+        msisdn=line.msisdn,
+        currency=plan.currency,
+        amount_minor=amount_minor,
+        bonus=bonus,
+        channel=channel,
+        provider_name=provider_name,
+        payment_reference=payment_reference,
+        idempotency_scope=idempotency_scope,
+        idempotency_key=idempotency_key,
+        customer_id=customer_id,
+        language=language,
+        now=utcnow(),
+    )
+    session.add(order)
+    session.flush()
+    return order
+
+
+def paid_order(
+    *,
+    line_id: int,
+    msisdn: str,
+    currency: str,
+    amount_minor: int,
+    bonus: Bonus,
+    channel: str,
+    provider_name: str,
+    payment_reference: str,
+    idempotency_scope: str,
+    idempotency_key: str,
+    customer_id: int | None,
+    language: str,
+    now: datetime,
+) -> TopupOrder:
+    """The new order of :func:`create_paid_order`, not yet written."""
+    return TopupOrder(
         public_id=secrets.token_urlsafe(16),
         idempotency_scope=idempotency_scope,
         idempotency_key=idempotency_key,
         request_hash=paid_order_request_hash(
-            line_id=line.id, amount_minor=amount_minor, reference=payment_reference
+            line_id=line_id, amount_minor=amount_minor, reference=payment_reference
         ),
         channel=channel,
-        line_id=line.id,
-        msisdn=line.msisdn,
+        line_id=line_id,
+        msisdn=msisdn,
         customer_id=customer_id,
-        currency=plan.currency,
+        currency=currency,
         amount_minor=amount_minor,
+        bundle_id=None,
         bonus_minor=bonus.bonus_minor,
         promotion_id=bonus.promotion.id if bonus.promotion else None,
         payment_provider=provider_name,
@@ -586,9 +623,6 @@ def create_paid_order(
         created_at=now,
         paid_at=now,
     )
-    session.add(order)
-    session.flush()
-    return order
 
 
 def credit(
