@@ -496,7 +496,7 @@ def sell(
         if share
     ]
     try:
-        topups.credit(session, order_id=order.id, settings=settings, funding_legs=legs)
+        credited = topups.credit(session, order_id=order.id, settings=settings, funding_legs=legs)
     except InsufficientFunds as refused:
         if refused.params.get("account_id") != agent.float_account_id:
             raise
@@ -505,6 +505,11 @@ def sell(
             available=refused.params["available"],
             needed=format_money(split.float_debit_minor, agent.currency),
         ) from refused
+    if not credited:
+        # The line was terminated since it was looked up: refuse, and the float is not charged.
+        raise topups.LineNotTopupable(
+            "%(msisdn)s is no longer in service and cannot be topped up.", msisdn=line.msisdn, field="msisdn"
+        )
     sale = AgentSale(
         agent_id=agent.id,
         order_id=order.id,

@@ -665,12 +665,15 @@ def credit(
     # FOR NO KEY UPDATE (key_share): rows that reference the line (this order, a voucher's
     # redeemed_line_id) hold KEY SHARE locks on it, which this lock does not conflict with,
     # so two top-ups of one line queue here instead of deadlocking.
-    # (The plan comes in the same read; only the line's row is locked.)
+    # (The plan comes in the same read; only the line's row is locked.) populate_existing:
+    # a line this session read before the lock (a voucher's or an agent's lookup) takes the
+    # locked row's values, so a concurrent top-up's validity or a termination is not missed.
     line, plan = session.execute(
         select(Line, Plan)
         .join(Plan, Plan.id == Line.plan_id)
         .where(Line.id == order.line_id)
         .with_for_update(key_share=True, of=Line)
+        .execution_options(populate_existing=True)
     ).one()
     if line.state == LineState.TERMINATED:
         # Nothing is posted; the order goes back to "paid", marked for care to refund.

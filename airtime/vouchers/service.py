@@ -821,7 +821,13 @@ def redeem(
         customer_id=customer_id,
         language=language,
     )
-    topups.credit(session, order_id=order.id, settings=settings, validity_days_override=batch.validity_days)
+    if not topups.credit(
+        session, order_id=order.id, settings=settings, validity_days_override=batch.validity_days
+    ):
+        # The line was terminated since it was looked up: refuse, and the voucher stays unused.
+        raise topups.LineNotTopupable(
+            "%(msisdn)s is no longer in service and cannot be topped up.", msisdn=line.msisdn, field="msisdn"
+        )
     session.execute(update(Voucher).where(Voucher.id == won.id).values(redeemed_order_id=order.id))
     for key in keys:
         session.add(

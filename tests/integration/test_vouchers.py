@@ -262,3 +262,44 @@ def test_every_transition_is_audited(uow, session_factory, settings, tmp_path, l
     with uow() as session:
         kinds = session.scalars(select(VoucherEvent.event).order_by(VoucherEvent.id)).all()
     assert kinds == ["generated", "activated", "redeemed"]
+
+
+def test_a_line_terminated_after_its_lookup_refuses_and_the_voucher_stays_unused(
+    uow, session_factory, settings, tmp_path, line
+):
+    """The line was read (active), then terminated by another transaction before the credit
+    locked it: the redemption is refused as a whole and nothing moves."""
+    from sqlalchemy import text
+
+    from airtime.topups.service import LineNotTopupable
+
+    _, rows = voucher_helpers.released_pins(session_factory, settings, tmp_path, quantity=1)
+    before = fingerprint(session_factory)
+    with pytest.raises(LineNotTopupable, match="no longer in service"), uow() as session:
+        looked_up = session.get(Line, line.id)
+        assert looked_up.state == "active"
+        # What the sweep does meanwhile, behind this session's back (no identity-map sync).
+        session.execute(text("UPDATE lines SET state = 'terminated' WHERE id = :id"), {"id": line.id})
+        vouchers.redeem(session, settings=settings, pin=rows[0]["pin"], line=looked_up, channel="web")
+    assert fingerprint(session_factory) == before
+    with uow() as session:
+        assert session.scalar(select(Voucher.state)) == VoucherState.ACTIVE
+
+
+def test_a_validity_changed_after_the_lookup_is_built_on_not_overwritten(
+    uow, session_factory, settings, tmp_path, line
+):
+    """Another top-up extended the line after this session read it: the credit starts from
+    the locked row's validity, not the one read before."""
+    from sqlalchemy import text
+
+    _, rows = voucher_helpers.released_pins(session_factory, settings, tmp_path, quantity=1, validity_days=10)
+    extended = today() + timedelta(days=40)
+    with uow() as session:
+        looked_up = session.get(Line, line.id)
+        session.execute(
+            text("UPDATE lines SET validity_date = :day WHERE id = :id"), {"day": extended, "id": line.id}
+        )
+        vouchers.redeem(session, settings=settings, pin=rows[0]["pin"], line=looked_up, channel="web")
+    with uow() as session:
+        assert session.get(Line, line.id).validity_date == extended + timedelta(days=10)
