@@ -95,7 +95,9 @@ def save_plan(session: Session, *, code: str, settings: PlanSettings) -> tuple[P
         raise ValidationFailed("A plan code has 1 to 40 characters.", field="code")
     _check(settings)
     currency = validate_currency(settings.currency) if settings.currency is not None else None
-    plan = session.scalar(select(Plan).where(Plan.code == code).with_for_update())
+    plan = session.scalar(
+        select(Plan).where(Plan.code == code).with_for_update().execution_options(populate_existing=True)
+    )
     created = plan is None
     if plan is None:
         if currency is None or not settings.name:

@@ -292,6 +292,7 @@ def _locked_line(session: Session, line_id: int) -> tuple[Line, Plan]:
         .join(Plan, Plan.id == Line.plan_id)
         .where(Line.id == line_id)
         .with_for_update(key_share=True, of=Line)
+        .execution_options(populate_existing=True)
     ).one_or_none()
     if row is None:
         raise NotFound("No such line.")
@@ -424,7 +425,7 @@ def adjust_balance(
 def _pending_adjustment(session: Session, adjustment_id: int, actor: Actor, role: str) -> BalanceAdjustment:
     if role not in CHECKER_ROLES:
         raise PermissionDenied("Only a supervisor or an admin can decide on an adjustment.")
-    adjustment = session.get(BalanceAdjustment, adjustment_id, with_for_update=True)
+    adjustment = session.get(BalanceAdjustment, adjustment_id, with_for_update=True, populate_existing=True)
     if adjustment is None:
         raise NotFound("No such adjustment.")
     if adjustment.maker_staff_id == actor.id:
@@ -504,7 +505,7 @@ def reject_adjustment(
 def close_dispute(session: Session, *, actor: Actor, dispute_id: int, note: str) -> Dispute:
     """Answer a claim without a credit (the subscriber sees the note on the order page)."""
     note = _reason(note)
-    dispute = session.get(Dispute, dispute_id, with_for_update=True)
+    dispute = session.get(Dispute, dispute_id, with_for_update=True, populate_existing=True)
     if dispute is None:
         raise NotFound("No such claim.")
     if dispute.status != DisputeStatus.OPEN:

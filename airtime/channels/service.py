@@ -74,7 +74,12 @@ def open_session(
     )
     # A gateway that retries a step sends the same session id: the row lock queues the retry
     # behind the first attempt, which then has already done (and recorded) the work.
-    row = session.scalar(select(PhoneSession).where(PhoneSession.key == key).with_for_update())
+    row = session.scalar(
+        select(PhoneSession)
+        .where(PhoneSession.key == key)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     assert row is not None
     status = SessionStatus.NEW if inserted else SessionStatus.LIVE
     if status == SessionStatus.LIVE and row.last_seen_at < now - timedelta(seconds=timeout_seconds):

@@ -73,7 +73,7 @@ def start_enrolment(session: Session, *, staff: StaffUser, settings: Settings) -
     returns it in base32, to be shown once."""
     secret = pyotp.random_base32()
     encrypted = _fernet(settings).encrypt(secret.encode()).decode()
-    row = session.get(StaffTotp, staff.id, with_for_update=True)
+    row = session.get(StaffTotp, staff.id, with_for_update=True, populate_existing=True)
     if row is not None and row.confirmed_at is not None:
         raise Conflict("Two-factor is already set up for this account.")
     if row is None:

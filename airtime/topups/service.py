@@ -825,7 +825,12 @@ def buy_bundle_from_balance(
         details={"bundle": bundle.code},
     )
     grant_bundle(session, line=line, bundle=bundle, source=transfer_id)
-    locked = session.scalar(select(Line).where(Line.id == line.id).with_for_update(key_share=True))
+    locked = session.scalar(
+        select(Line)
+        .where(Line.id == line.id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    )
     assert locked is not None
     locked.validity_date = validity_after_activity(plan, current=locked.validity_date, today=today())
     allowance = session.scalar(select(LineAllowance).where(LineAllowance.source == transfer_id))
@@ -859,7 +864,10 @@ def refund(session: Session, *, order: OrderAmount, refunded_total_minor: int) -
     on the order as a shortfall for care, and booked as a refund loss.
     """
     locked = session.scalar(
-        select(TopupOrder).where(TopupOrder.id == order.id).with_for_update(key_share=True)
+        select(TopupOrder)
+        .where(TopupOrder.id == order.id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
     )
     assert locked is not None
     return _refund_locked(session, order=locked, refunded_total_minor=refunded_total_minor)

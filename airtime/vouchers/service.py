@@ -551,6 +551,7 @@ def _epin_batch(
         .order_by(VoucherBatch.id.desc())
         .limit(1)
         .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
     )
     if batch is None:
         batch = VoucherBatch(

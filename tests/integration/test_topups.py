@@ -8,7 +8,7 @@ import pytest
 import time_machine
 from sqlalchemy import func, select
 
-from airtime.accounts.models import Line, LineState
+from airtime.accounts.models import Line, LineState, Plan, ValidityRule
 from airtime.clock import today, utcnow
 from airtime.errors import IdempotencyConflict, InsufficientFunds, ValidationFailed
 from airtime.ledger.service import balance_of, check_invariants
@@ -379,3 +379,26 @@ def test_amount_mismatch_fails_the_order(uow, session_factory, settings, line_id
 def test_factories_plan_has_tiers(uow):
     with uow() as session:
         assert factories.plan(session).validity_tiers
+
+
+def test_a_bundle_bought_from_balance_keeps_a_validity_extended_meanwhile(uow, settings):
+    """Another top-up extended the line after this session read it: buying a bundle must
+    not write the old validity back."""
+    from sqlalchemy import text
+
+    with uow() as session:
+        line = topup_helpers.line_with_catalogue(
+            session, settings, balance_minor=2000, validity_date=today() + timedelta(days=5)
+        )
+        line_id = line.id
+        plan = session.get(Plan, line.plan_id)  # a bundle is activity: it resets validity to 30 days
+        plan.validity_rule, plan.activity_days = ValidityRule.ACTIVITY_RESETS, 30
+    extended = today() + timedelta(days=90)
+    with uow() as session:
+        line = session.get(Line, line_id)
+        session.execute(
+            text("UPDATE lines SET validity_date = :day WHERE id = :id"), {"day": extended, "id": line_id}
+        )
+        topups.buy_bundle_from_balance(session, line=line, bundle_code="DATA-5GB", idempotency_key="b1")
+    with uow() as session:
+        assert session.get(Line, line_id).validity_date == extended
