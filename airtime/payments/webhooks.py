@@ -66,7 +66,7 @@ def receive_event(
             event = receive(session)
             if event is None:
                 return None
-            _check_age(event, settings)
+            check_event_age(event, settings)
             stored = True
             result, order_id = _store_and_apply(session, provider_name=provider_name, event=event)
             if order_id is None:
@@ -85,7 +85,7 @@ def receive_event(
         raise
 
 
-def _check_age(event: ProviderEvent, settings: Settings) -> None:
+def check_event_age(event: ProviderEvent, settings: Settings) -> None:
     tolerance = timedelta(seconds=settings.webhook_tolerance_seconds)
     if event.occurred_at < utcnow() - tolerance:
         raise WebhookRefused(

@@ -15,6 +15,7 @@ import time_machine
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, text
 
+from airtime.accounts.models import Line
 from airtime.app import create_app
 from airtime.config import Settings
 from airtime.db.session import make_session_factory, unit_of_work
@@ -22,6 +23,7 @@ from airtime.fastpath import FAST_PATH, FastPath, HandOver
 from airtime.ledger.models import AccountKind
 from airtime.ledger.service import balance_of, check_invariants, operator_account
 from airtime.payments.registry import providers_from_settings
+from airtime.topups import service as topups
 from airtime.topups.models import OrderStatus, PromotionKind, TopupOrder
 from airtime.vouchers.models import Voucher, VoucherState
 from tests import topup_helpers, voucher_helpers
@@ -352,3 +354,81 @@ def test_an_unreachable_fast_path_hands_over_and_recovers(postgres_engine, postg
         assert after[("/api/v1/topups", "served")] - before.get(("/api/v1/topups", "served"), 0) == 1
     finally:
         _truncate_all(postgres_engine)
+
+
+def _stripe_walk(engine: Engine, postgres_url: str, tmp_path: Path, *, fast_path: bool) -> str:
+    """A web top-up paid by card: Stripe's signed "paid" event delivered twice."""
+    from tests.fakes.stripe_api import SECRET_KEY, WEBHOOK_SECRET, FakeStripe
+    from tests.integration.test_stripe_provider import deliver
+
+    fake = FakeStripe()
+    settings = _settings(postgres_url, tmp_path, fast_path=fast_path).model_copy(
+        update={
+            "stripe_secret_key": SECRET_KEY,
+            "stripe_webhook_secret": WEBHOOK_SECRET,
+            "stripe_api_base": fake.url,
+        }
+    )
+    factory = make_session_factory(engine)
+    try:
+        _prepare(engine, settings, tmp_path)
+        with unit_of_work(factory) as session:
+            operator_account(session, kind=AccountKind.PAYMENT_CLEARING, currency="GBP", qualifier="stripe")
+        app = create_app(settings, run_background_jobs=False)
+        with TestClient(app) as client:
+            provider = app.state.payment_providers["stripe"]
+            with unit_of_work(factory) as session:
+                line = session.scalar(select(Line).where(Line.msisdn == MSISDN))
+                quote = topups.quote(session, line=line, channel="web", amount_minor=2000)
+                order, _ = topups.create_order(
+                    session,
+                    quote=quote,
+                    channel="web",
+                    provider=provider,
+                    idempotency_scope="test",
+                    idempotency_key="card-1",
+                    settings=settings,
+                    receipt_email="card@example.com",
+                )
+            event = fake.event(
+                "checkout.session.completed", fake.pay(order.payment_reference), event_id="evt_same"
+            )
+            answers = [deliver(client, event).json() for _ in range(2)]
+        tables = _tables(engine)
+        tokens = [
+            token
+            for row in tables["topup_orders"]
+            for token in (row["public_id"], row["payment_reference"], row["payment_redirect_url"])
+            if token
+        ]
+        for row in tables["payment_events"]:  # Stripe's ids and times in the stored event
+            tokens += [str(row["payload"].get("created")), *_stripe_ids(row["payload"].get("object"))]
+        assert not check_invariants_problems(engine)
+        written = _without_random_tokens([answers, tables], sorted(set(tokens), key=len, reverse=True))
+        # The clock runs here (Stripe signs with the real time): compare the rows, not the times.
+        return re.sub(r"datetime\.datetime\((?:[^()]|\([^()]*\))*\)", "<time>", written)
+    finally:
+        fake.close()
+        _truncate_all(engine)
+
+
+def _stripe_ids(value: Any) -> list[str]:
+    """Stripe's object ids (``cs_…``, ``pi_…``, ``ch_…``) anywhere in a stored payload."""
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _stripe_ids(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _stripe_ids(item)]
+    return [value] if isinstance(value, str) and re.fullmatch(r"[a-z]+(_[A-Za-z0-9]+)+", value) else []
+
+
+def test_a_stripe_paid_event_writes_what_the_orm_path_writes(postgres_engine, postgres_url, tmp_path):
+    before = _served()
+    fast = _stripe_walk(postgres_engine, postgres_url, tmp_path / "fast", fast_path=True)
+    after = _served()
+    slow = _stripe_walk(postgres_engine, postgres_url, tmp_path / "slow", fast_path=False)
+    route = "/webhooks/{provider_name}"
+    assert after[(route, "served")] - before.get((route, "served"), 0) == 1
+    assert after[(route, "handed_over")] - before.get((route, "handed_over"), 0) == 1  # the duplicate
+    assert "'status': 'processed'" in fast and "'status': 'duplicate'" in fast
+    assert "'event_type': 'checkout.session.completed'" in fast and "'status': 'credited'" in fast
+    assert fast == slow
