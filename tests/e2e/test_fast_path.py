@@ -125,10 +125,12 @@ def _tables(engine: Engine) -> dict[str, list[dict[str, Any]]]:
 
 
 def _without_random_tokens(value: Any, tokens: list[str]) -> str:
-    """Public ids and payment references are random: name them by their order of appearance."""
+    """Public ids and payment references are random: name them by the order in which
+    ``tokens`` first gives them (longest replaced first, so one inside another stays whole)."""
     written = repr(value)
-    for number, token in enumerate(tokens):
-        written = written.replace(token, f"<token {number}>")
+    names = {token: f"<token {number}>" for number, token in enumerate(dict.fromkeys(tokens))}
+    for token in sorted(names, key=len, reverse=True):
+        written = written.replace(token, names[token])
     written = re.sub(r"\b[0-9a-f]{32}\b", "<uuid>", written)  # e.g. a voucher release's transfer id
     written = re.sub(r"'pin_hash': '[0-9a-f]{64}'", "<pin hash>", written)  # the PINs are random
     return re.sub(r"(line:\+\d+):[0-9a-f]{12}:", r"\1:<suffix>:", written)  # a line's account codes
@@ -404,7 +406,7 @@ def _stripe_walk(engine: Engine, postgres_url: str, tmp_path: Path, *, fast_path
         for row in tables["payment_events"]:  # Stripe's ids and times in the stored event
             tokens += [str(row["payload"].get("created")), *_stripe_ids(row["payload"].get("object"))]
         assert not check_invariants_problems(engine)
-        written = _without_random_tokens([answers, tables], sorted(set(tokens), key=len, reverse=True))
+        written = _without_random_tokens([answers, tables], tokens)
         # The clock runs here (Stripe signs with the real time): compare the rows, not the times.
         return re.sub(r"datetime\.datetime\((?:[^()]|\([^()]*\))*\)", "<time>", written)
     finally:
