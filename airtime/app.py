@@ -134,6 +134,7 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
+    app.state.fast_path = fast_path
     app.state.payment_providers = (
         fast_path.providers if fast_path is not None else payment_providers_from_settings(settings)
     )

@@ -118,6 +118,8 @@ class FastPath:
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         # Operator accounts are never renumbered: their ids are kept once read.
         self._accounts: dict[str, int] = {}
+        # Called with each new pool connection (e.g. to add a query logger when tracing).
+        self.on_connect: list[Callable[[asyncpg.Connection], None]] = []
 
     async def pool(self) -> asyncpg.Pool:
         # A pool belongs to one event loop; a test client may run the app on a new one.
@@ -135,7 +137,12 @@ class FastPath:
             min_size=min(_POOL_CONNECTIONS_MIN, self.settings.database_pool_size),
             max_size=self.settings.database_pool_size,
             reset=_nothing_to_reset,
+            init=self._connected,
         )
+
+    async def _connected(self, connection: asyncpg.Connection) -> None:
+        for hook in self.on_connect:
+            hook(connection)
 
     async def close(self) -> None:
         task, self._pool = self._pool, None

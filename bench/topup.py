@@ -29,7 +29,8 @@ sample of --status-sample of them is read back with ``GET /api/v1/topups/{id}`` 
 the timed phase) and the ledger must pass ``check_invariants``; otherwise the run is void.
 
 ``--explain`` instead runs a few top-ups one at a time on one worker and prints the SQL
-statements, transactions and connection checkouts of each request. ``--cprofile FILE`` runs
+statements, transactions and connection checkouts of each request (the ORM's, and the fast
+path's over asyncpg, marked "asyncpg:"). ``--cprofile FILE`` runs
 one worker with cProfile on in every thread, timed by the thread's CPU clock, writes its
 statistics of the run to FILE and prints the costliest functions per top-up (cProfile slows
 Python down, so the throughput of such a run does not count; py-spy could not sample
@@ -175,6 +176,15 @@ def _install_sql_trace(app: FastAPI) -> None:
             ("executemany: " if executemany else "") + " ".join(statement.split())
         ),
     )
+
+    # The fast path's statements go over asyncpg: its pool logs each one too.
+    fast_path = app.state.fast_path
+    if fast_path is not None:
+        fast_path.on_connect.append(
+            lambda connection: connection.add_query_logger(
+                lambda logged: note("asyncpg: " + " ".join(logged.query.split()))
+            )
+        )
 
     @app.get("/_bench/sql", include_in_schema=False)
     def take_record() -> list[str]:
@@ -663,8 +673,9 @@ def explain(arguments: argparse.Namespace, url: str, console: Console) -> None:
 def _kind(entry: str) -> str:
     if entry.startswith("("):
         return "checkouts (ping)"
-    if entry in ("BEGIN", "COMMIT", "ROLLBACK"):
-        return entry.lower()
+    statement = entry.removeprefix("asyncpg: ").rstrip(";")
+    if statement in ("BEGIN", "COMMIT", "ROLLBACK"):
+        return statement.lower()
     return "statements"
 
 

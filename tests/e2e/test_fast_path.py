@@ -340,7 +340,7 @@ def test_an_unreachable_fast_path_hands_over_and_recovers(postgres_engine, postg
     try:
         _prepare(postgres_engine, settings, tmp_path)
         app = create_app(settings, run_background_jobs=False)
-        fast_path = next(m.kwargs["fast_path"] for m in app.user_middleware if "fast_path" in m.kwargs)
+        fast_path = app.state.fast_path
         reachable, fast_path._dsn = fast_path._dsn, "postgresql://postgres@127.0.0.1:1/nowhere"
         before = _served()
         with TestClient(app) as client:
