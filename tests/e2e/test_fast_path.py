@@ -434,3 +434,33 @@ def test_a_stripe_paid_event_writes_what_the_orm_path_writes(postgres_engine, po
     assert "'status': 'processed'" in fast and "'status': 'duplicate'" in fast
     assert "'event_type': 'checkout.session.completed'" in fast and "'status': 'credited'" in fast
     assert fast == slow
+
+
+def test_a_body_longer_than_the_fast_path_reads_reaches_the_app_whole():
+    """A body over BODY_LENGTH_MAX, in chunks: the fast path stops reading, and the app gets
+    every byte, in order (what was read first, then the rest from the server)."""
+    from airtime.fastpath import BODY_LENGTH_MAX, _read_body, _replay
+
+    chunks = [bytes([65 + index]) * 5000 for index in range(6)]  # 30,000 bytes in six parts
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
+        for index, chunk in enumerate(chunks)
+    ]
+
+    async def whole() -> tuple[bool, bytes]:
+        incoming = iter(messages)
+
+        async def receive() -> dict[str, Any]:
+            return next(incoming)
+
+        body, complete = await _read_body(receive)
+        assert len(body) > BODY_LENGTH_MAX and not complete
+        replayed, received = _replay(body, complete, receive), b""
+        while True:
+            message = await replayed()
+            received += message["body"]
+            if not message["more_body"]:
+                return complete, received
+
+    complete, received = asyncio.run(whole())
+    assert not complete and received == b"".join(chunks)
