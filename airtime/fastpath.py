@@ -47,7 +47,7 @@ from airtime.ledger.service import Leg, TransferRequest
 from airtime.notifications.service import outbox_row, wake_senders
 from airtime.payments.base import PaymentOutcome, PaymentProvider
 from airtime.payments.sandbox import SandboxProvider
-from airtime.payments.stripe_provider import StripeProvider
+from airtime.payments.stripe_provider import PAID_EVENTS, StripeProvider
 from airtime.payments.webhooks import check_event_age
 from airtime.topups import service as topups
 from airtime.topups.models import AmountRule, Channel, OrderStatus, Promotion, TopupOrder
@@ -331,6 +331,15 @@ class FastPath:
         name = scope["path"][len(WEBHOOKS_PREFIX) :]
         provider = self.providers.get(name)
         if not isinstance(provider, StripeProvider):
+            raise HandOver
+        # Only "paid" events are parsed here: reading a refund event asks Stripe over the
+        # network, which must not block the event loop. (The type is read before the
+        # signature is checked only to choose; the app checks it for everything else.)
+        try:
+            event_type = json.loads(body).get("type")
+        except (ValueError, AttributeError) as error:
+            raise HandOver from error
+        if event_type not in PAID_EVENTS:
             raise HandOver
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
         event = provider.parse_webhook(body, headers)
