@@ -232,6 +232,8 @@ def test_a_payment_after_the_number_went_out_of_service_says_it_will_be_refunded
     status_page = client.get(approved.headers["location"])
     assert "Customer care will refund it" in status_page.text
     assert 'http-equiv="refresh"' not in status_page.text
+    chinese = client.get(approved.headers["location"], headers={"Accept-Language": "zh-CN"})
+    assert "客服会为您退款" in chinese.text
     assert client.get(f"/api/v1/topups/{order['id']}").json()["status"] == "paid"
     with unit_of_work(session_factory) as session:
         assert balance_of(session, line.main_account_id) == 0
