@@ -129,7 +129,7 @@ def find_topupable_line(session: Session, *, msisdn: str, settings: Settings) ->
     line = found[0] if found else None
     if line is None:
         raise LineNotTopupable(
-            "%(msisdn)s is not a %(operator)s number. Check the number and try again.",
+            "%(msisdn)s is not on the %(operator)s network. Check the number and try again.",
             msisdn=normalized,
             operator=settings.operator_name,
             field="msisdn",

@@ -223,6 +223,10 @@ def test_unknown_and_terminated_numbers_are_refused(uow, session_factory, settin
     with uow() as session:
         with pytest.raises(Exception, match="is not a"):
             topups.find_topupable_line(session, msisdn="+447911999999", settings=settings)
+        with pytest.raises(
+            topups.LineNotTopupable, match=r"\+447911123457 is not on the Airtime Mobile network"
+        ):
+            topups.find_topupable_line(session, msisdn="+447911123457", settings=settings)
         session.get(Line, line_id).state = LineState.TERMINATED
     with uow() as session, pytest.raises(Exception, match="no longer in service"):
         topups.find_topupable_line(session, msisdn="+447911123456", settings=settings)
