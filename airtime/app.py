@@ -94,10 +94,9 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     engine = engine_from_settings(settings)
     session_factory = make_session_factory(engine)
 
+    payment_providers = payment_providers_from_settings(settings)
     fast_path = (
-        None
-        if settings.is_sqlite or not settings.fast_path
-        else FastPath(settings, payment_providers_from_settings(settings))
+        None if settings.is_sqlite or not settings.fast_path else FastPath(settings, payment_providers)
     )
 
     @asynccontextmanager
@@ -135,9 +134,7 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     app.state.engine = engine
     app.state.session_factory = session_factory
     app.state.fast_path = fast_path
-    app.state.payment_providers = (
-        fast_path.providers if fast_path is not None else payment_providers_from_settings(settings)
-    )
+    app.state.payment_providers = payment_providers
 
     async def html_error(request: Request, error: AppError) -> Response:
         return render_page(request, "error.html", {"error": error}, status_code=error.status_code)

@@ -23,8 +23,9 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1, le=200)
     fast_path: bool = Field(
         default=True,
-        description="On PostgreSQL, start API top-ups, approve sandbox payments and redeem "
-        "voucher PINs over asyncpg (airtime/fastpath.py); off sends them through the ORM path.",
+        description="On PostgreSQL, start API top-ups, approve sandbox payments, take Stripe's "
+        "paid webhooks and redeem voucher PINs over asyncpg (airtime/fastpath.py); off sends them "
+        "through the ORM path.",
     )
     secret_key: str = Field(default="", description="Signs cookies and keys hashes; set it in production.")
     base_url: str = "http://127.0.0.1:8000"

@@ -279,40 +279,19 @@ class FastPath:
         if not expected or not submitted or not hmac.compare_digest(submitted, expected):
             raise HandOver
         now = utcnow()
-        pool = await self.pool()
-        async with pool.acquire() as connection, connection.transaction():
-            found = await connection.fetchrow(
-                _APPROVE_SANDBOX,
-                reference,
-                now,
-                self.sandbox.name,
-                f"{reference}:succeeded",
-                list(OrderStatus.PAYABLE),
-                "payment.succeeded",
-                "{}",
-                now,
-            )
-            if found is None or found["event_id"] is None or found["line_state"] != LineState.ACTIVE:
-                raise HandOver
-            order = _order(found)
-            order.payment_method = SANDBOX_METHOD
-            order.paid_at = now
-            await self._credit(
-                connection,
-                order,
-                found,
-                funding_code=_operator_code(
-                    AccountKind.PAYMENT_CLEARING, order.currency, qualifier=order.payment_provider
-                ),
-                validity=validity_after_topup(
-                    _plan(found),
-                    current=found["validity_date"],
-                    today=today(),
-                    amount_minor=order.amount_minor,
-                ),
-                now=now,
-            )
-        wake_senders.set()
+        found = await self._credit_paid_event(
+            _APPROVE_SANDBOX,
+            reference,
+            now,
+            self.sandbox.name,
+            f"{reference}:succeeded",
+            list(OrderStatus.PAYABLE),
+            "payment.succeeded",
+            "{}",
+            now,
+            method=SANDBOX_METHOD,
+            now=now,
+        )
         return (
             303,
             [(b"location", quote(found["return_url"], safe=_URL_SAFE).encode()), (b"content-length", b"0")],
@@ -347,40 +326,21 @@ class FastPath:
             raise HandOver
         check_event_age(event, self.settings)
         now = utcnow()
-        pool = await self.pool()
-        async with pool.acquire() as connection, connection.transaction():
-            found = await connection.fetchrow(
-                _STORE_PAID_EVENT,
-                event.reference,
-                now,
-                name,
-                event.event_id[:120],
-                list(OrderStatus.PAYABLE),
-                event.event_type[:80],
-                json.dumps(dict(event.payload)),
-                event.occurred_at,
-                event.amount_minor,
-                event.currency,
-            )
-            if found is None or found["event_id"] is None or found["line_state"] != LineState.ACTIVE:
-                raise HandOver  # unknown, a duplicate, a mismatch, a bundle or a line not active
-            order = _order(found)
-            order.payment_method = event.method[:40]
-            order.paid_at = now
-            await self._credit(
-                connection,
-                order,
-                found,
-                funding_code=_operator_code(AccountKind.PAYMENT_CLEARING, order.currency, qualifier=name),
-                validity=validity_after_topup(
-                    _plan(found),
-                    current=found["validity_date"],
-                    today=today(),
-                    amount_minor=order.amount_minor,
-                ),
-                now=now,
-            )
-        wake_senders.set()
+        await self._credit_paid_event(
+            _STORE_PAID_EVENT,
+            event.reference,
+            now,
+            name,
+            event.event_id[:120],
+            list(OrderStatus.PAYABLE),
+            event.event_type[:80],
+            json.dumps(dict(event.payload)),
+            event.occurred_at,
+            event.amount_minor,
+            event.currency,
+            method=event.method[:40],
+            now=now,
+        )
         # As the app's webhook endpoint answers it (Starlette's compact JSON).
         answer = {"status": "processed", "change": "paid", "credited": True}
         return _json_response(200, json.dumps(answer, separators=(",", ":")).encode())
@@ -489,6 +449,38 @@ class FastPath:
         return _json_response(201, order_out(order, None).model_dump_json().encode())
 
     # --- the one crediting step, as statements ------------------------------------------
+
+    async def _credit_paid_event(
+        self, statement: str, *params: Any, method: str, now: datetime
+    ) -> asyncpg.Record:
+        """Store a "paid" event once, then pay and credit its order, in one transaction
+        (``statement`` is :data:`_APPROVE_SANDBOX` or :data:`_STORE_PAID_EVENT`, whose $2 is
+        ``now``); the row it found, for the answer."""
+        pool = await self.pool()
+        async with pool.acquire() as connection, connection.transaction():
+            found = await connection.fetchrow(statement, *params)
+            if found is None or found["event_id"] is None or found["line_state"] != LineState.ACTIVE:
+                raise HandOver  # unknown, a duplicate, a mismatch, a bundle or a line not active
+            order = _order(found)
+            order.payment_method = method
+            order.paid_at = now
+            await self._credit(
+                connection,
+                order,
+                found,
+                funding_code=_operator_code(
+                    AccountKind.PAYMENT_CLEARING, order.currency, qualifier=order.payment_provider
+                ),
+                validity=validity_after_topup(
+                    _plan(found),
+                    current=found["validity_date"],
+                    today=today(),
+                    amount_minor=order.amount_minor,
+                ),
+                now=now,
+            )
+        wake_senders.set()
+        return found
 
     async def _credit(
         self,
