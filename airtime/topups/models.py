@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from airtime.db.base import Base, BigId, UTCDateTime
@@ -21,6 +21,11 @@ class OrderStatus:
     ALL = (CREATED, AWAITING_PAYMENT, PAID, CREDITED, FAILED, CANCELLED, REFUNDED)
     # Where a payment can still arrive from (a late success wins over an expiry).
     PAYABLE = (CREATED, AWAITING_PAYMENT, FAILED, CANCELLED)
+    # Orders that credited their line (a refund does not make it a first top-up again).
+    CREDITED_ONCE = (CREDITED, REFUNDED)
+
+
+CREDITED_ONCE_WHERE = "status IN ('credited', 'refunded')"
 
 
 class Channel:
@@ -49,6 +54,15 @@ class TopupOrder(Base):
         # Reports read orders by the day they were made and by the day they were credited.
         Index("ix_topup_orders_created_at", "created_at"),
         Index("ix_topup_orders_credited_at", "credited_at"),
+        # "Has this line ever been credited?" (first-top-up promotions) is one probe of this
+        # index, whatever the statistics say; a join of the line and status indexes read
+        # every credited order's entry.
+        Index(
+            "ix_topup_orders_line_id_credited",
+            "line_id",
+            sqlite_where=text(CREDITED_ONCE_WHERE),
+            postgresql_where=text(CREDITED_ONCE_WHERE),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

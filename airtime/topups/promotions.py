@@ -6,11 +6,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, text
 from sqlalchemy.orm import Session
 
 from airtime.money import apply_rate
-from airtime.topups.models import OrderStatus, Promotion, PromotionKind, TopupOrder
+from airtime.topups.models import CREDITED_ONCE_WHERE, Promotion, PromotionKind, TopupOrder
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,8 @@ def best_bonus(
                 select(
                     exists().where(
                         TopupOrder.line_id == line_id,
-                        TopupOrder.status.in_([OrderStatus.CREDITED, OrderStatus.REFUNDED]),
+                        # Written as the partial index's own predicate, so both databases use it.
+                        text(CREDITED_ONCE_WHERE),
                     )
                 )
             )
