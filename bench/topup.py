@@ -9,8 +9,8 @@ One top-up is what a customer's payment makes happen, over HTTP against a real s
    status page. The sandbox stores the payment event, marks the order paid and credits the
    line (ledger transfer, validity, receipt SMS in the outbox) within that request.
 Latency is measured from the start of 1 to the end of 2. Each client thread holds one
-keep-alive connection (``bench.common.KeepAliveClient``, on the standard library's
-``http.client``); it fetches the sandbox page once, before the clock starts, for the
+keep-alive connection (``bench.common.KeepAliveClient``: a plain socket, one ``sendall`` per
+request, byte searches for the response); it fetches the sandbox page once, before the clock starts, for the
 ``airtime_csrf`` cookie and its token, and sends them with every later request (the cookie
 as an explicit ``Cookie`` header; double-submit scheme). The load generator is this lean on
 purpose: it runs on the same 2 cores as the server and PostgreSQL, and one request through
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import json
 import os
 import pstats
@@ -127,6 +128,9 @@ def app_factory() -> FastAPI:
         _install_sql_trace(app)
     if os.environ.get(CPROFILE_ENVIRONMENT):
         _install_cprofile(app, Path(os.environ[CPROFILE_ENVIRONMENT]))
+    # As airtime.app.serve_app does for a server process.
+    gc.collect()
+    gc.freeze()
     return app
 
 

@@ -28,8 +28,8 @@ Phases (the SQLite file, PIN exports and PostgreSQL databases are all throwaway)
    ``/api/v1/vouchers/redeem`` {"pin", "msisdn"} with a fresh Idempotency-Key, every PIN
    once (as printed: groups of four), onto a random line of its own. 201 with status
    "credited" counts. Each client redeems 3 PINs before the clock starts (warm-up).
-   The load generator is lean on purpose: ``bench.common.KeepAliveClient`` on the standard
-   library's ``http.client``, not httpx, because it runs on the same 2 cores as the server
+   The load generator is lean on purpose: ``bench.common.KeepAliveClient`` on a plain
+   socket, not httpx, because it runs on the same 2 cores as the server
    and PostgreSQL, and one request through an ``httpx.Client`` cost about 1 ms of client
    CPU, taken from the server being measured.
    Lines are split between the clients because two redemptions onto one line at the same

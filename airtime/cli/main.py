@@ -61,7 +61,7 @@ def serve(
     if settings.is_sqlite and workers > 1:
         fail("SQLite allows one writer: run one worker, or use PostgreSQL for several.")
     uvicorn.run(
-        "airtime.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info"
+        "airtime.app:serve_app", factory=True, host=host, port=port, workers=workers, log_level="info"
     )
 
 
@@ -110,7 +110,7 @@ def demo(
     console.print(f"All demo voucher PINs: {voucher_file.resolve()}")
     console.print(f"Emails and SMS: {settings.base_url}/outbox and {Path(settings.outbox_dir).resolve()}")
     console.print(f"API: {settings.base_url}/api/docs   OpenAPI: {settings.base_url}/openapi.json")
-    uvicorn.run("airtime.app:create_app", factory=True, host=host, port=port, log_level="warning")
+    uvicorn.run("airtime.app:serve_app", factory=True, host=host, port=port, log_level="warning")
 
 
 @app.command("create-staff")
