@@ -541,8 +541,47 @@ def redeem_one(client: Client, run_id: str) -> str:
     return str(body["id"])
 
 
+def make_history(clients: list[Client], run_id: str, count: int, engine: Engine, console: Console) -> None:
+    """``count`` redemptions through HTTP before the clock starts (kept with each client's
+    warm-up ids), then ANALYZE.
+
+    An operator's database has history, and PostgreSQL plans for what its statistics say. On
+    tables just created the statistics say "empty" (the VACUUM ANALYZE after generation saw
+    no orders and no transfers), and a plan cached then (a foreign key's check, a prepared
+    statement) scans the whole table, which grows with every redemption, until autovacuum
+    analyzes it a minute or so later: three such scans per redemption were once most of
+    PostgreSQL's time here. ANALYZE also makes every cached plan be made again."""
+    if count <= 0:
+        return
+    console.print(f"history: {count:,} redemptions before the clock starts, then ANALYZE …")
+    failed: list[str] = []
+
+    def make(number: int) -> None:
+        client = clients[number]
+        try:
+            for _ in range(count // len(clients) + (number < count % len(clients))):
+                client.warm_up_ids.append(redeem_one(client, run_id))
+        except Exception as error:  # noqa: BLE001 - reported below, in the main thread
+            failed.append(f"{type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=make, args=(number,)) for number in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failed:
+        raise RedeemFailed(f"the history failed: {failed[0]}")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("ANALYZE"))
+
+
 def run_redemptions(
-    arguments: argparse.Namespace, server: Server, pins: list[str], msisdns: list[str], console: Console
+    arguments: argparse.Namespace,
+    server: Server,
+    engine: Engine,
+    pins: list[str],
+    msisdns: list[str],
+    console: Console,
 ) -> RedemptionRun:
     run_id = uuid.uuid4().hex[:8]
     count = arguments.clients
@@ -592,6 +631,7 @@ def run_redemptions(
         return 1
 
     try:
+        make_history(clients, run_id, arguments.history, engine, console)
         workers = server.worker_pids()
         database = processes(command="postgres")
         report_machine_load(console, "redemptions")
@@ -757,6 +797,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--lines", type=int, default=2_000, help="lines redeemed onto at random (default 2,000)"
     )
     parser.add_argument(
+        "--history",
+        type=int,
+        default=3_000,
+        help="redemptions made before the clock starts, then ANALYZE, as a database in use has "
+        "history and statistics (default 3,000; 0 for none)",
+    )
+    parser.add_argument(
         "--shared-lines",
         action="store_true",
         help="every client redeems onto any line, not only its own (two redemptions onto one "
@@ -773,7 +820,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--workers must be in [1, {WORKERS_MAX}]")
     if not arguments.clients <= arguments.lines <= LINES_MAX:
         parser.error(f"--lines must be in [--clients, {LINES_MAX:,}]")
-    pins_min = arguments.clients * (WARM_UP_PER_CLIENT + 1)
+    if not 0 <= arguments.history <= REDEEM_PINS_MAX:
+        parser.error(f"--history must be in [0, {REDEEM_PINS_MAX:,}]")
+    pins_min = arguments.clients * (WARM_UP_PER_CLIENT + 1) + arguments.history
     if not pins_min <= arguments.redeem_pins <= REDEEM_PINS_MAX:
         parser.error(f"--redeem-pins must be in [{pins_min}, {REDEEM_PINS_MAX:,}]")
     return arguments
@@ -853,7 +902,7 @@ def postgres_phases(
                 scratch=scratch,
                 console=console,
             ) as server:
-                run = run_redemptions(arguments, server, pins, msisdns, console)
+                run = run_redemptions(arguments, server, engine, pins, msisdns, console)
             return generation, run, pgbench_tps, verify_redemptions(run, engine, console)
         finally:
             engine.dispose()
