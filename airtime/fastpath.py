@@ -384,21 +384,20 @@ class FastPath:
                 key,
                 f"ip:{ip_address}" if ip_address else "",
             )
-            if won is None:
-                raise HandOver  # no such line, a lockout, a replay, or a PIN that is not good
-            found = await connection.fetchrow(_LOCK_LINE, won["line_id"], now, won["face_value_minor"])
-            if found is None or found["line_state"] != LineState.ACTIVE:
+            if won is None or won["line_state"] != LineState.ACTIVE:
+                # No such line, a lockout, a replay, a PIN that is not good, or a line that is
+                # not active (its claim is rolled back): the app answers.
                 raise HandOver
             bonus = choose_bonus(
-                _promotions(found["promotions"]),
+                _promotions(won["promotions"]),
                 amount_minor=won["face_value_minor"],
                 channel=Channel.VOUCHER,
-                topped_up_before=lambda: bool(found["topped_up_before"]),
+                topped_up_before=lambda: bool(won["topped_up_before"]),
             )
             order = topups.paid_order(
                 line_id=won["line_id"],
-                msisdn=found["msisdn"],
-                currency=found["currency"],
+                msisdn=won["msisdn"],
+                currency=won["currency"],
                 amount_minor=won["face_value_minor"],
                 bonus=bonus,
                 channel=Channel.VOUCHER,
@@ -410,21 +409,21 @@ class FastPath:
                 language=language,
                 now=now,
             )
-            order.id = found["order_id"]
-            plan = _plan(found)
+            order.id = won["order_id"]
+            plan = _plan(won)
             validity_days = won["validity_days"]
             keys = attempt_keys(line_id=order.line_id, customer_id=None, ip_address=ip_address)
             await self._credit(
                 connection,
                 order,
-                found,
+                won,
                 funding_code=_operator_code(AccountKind.VOUCHER_LIABILITY, order.currency),
                 validity=validity_after_days(
-                    plan, current=found["validity_date"], today=today(), days=validity_days
+                    plan, current=won["validity_date"], today=today(), days=validity_days
                 )
                 if validity_days is not None
                 else validity_after_topup(
-                    plan, current=found["validity_date"], today=today(), amount_minor=order.amount_minor
+                    plan, current=won["validity_date"], today=today(), amount_minor=order.amount_minor
                 ),
                 now=now,
                 statement=_WRITE_REDEMPTION,
@@ -763,24 +762,33 @@ _ORDER_COLUMNS = (
 
 # --- the statements ----------------------------------------------------------------------
 
-# For a line ``l`` of plan ``p``: the promotions of its currency running at $2 for an amount
-# of $3 (as JSON), and whether it was ever credited (first-top-up promotions; by the
-# predicate of its partial index).
-_OFFERS = "".join(
-    (
-        """
+
+# For a line ``l`` of plan ``p``: the promotions of its currency running at ``now`` for an
+# amount of ``amount`` (SQL expressions), as JSON, and whether the line was ever credited
+# (first-top-up promotions; by the predicate of its partial index).
+def _offers(now: str, amount: str) -> str:
+    return "".join(
+        (
+            """
        (SELECT json_agg(json_build_object('id', pr.id, 'kind', pr.kind, 'value', pr.value,
                 'bonus_max_minor', pr.bonus_max_minor, 'first_topup_only', pr.first_topup_only,
                 'channels', pr.channels))::text
           FROM promotions pr
-         WHERE pr.active AND pr.currency = p.currency AND pr.starts_at <= $2 AND pr.ends_at > $2
-           AND pr.amount_min_minor <= $3) AS promotions,
+         WHERE pr.active AND pr.currency = p.currency AND pr.starts_at <= """,
+            now,
+            " AND pr.ends_at > ",
+            now,
+            """
+           AND pr.amount_min_minor <= """,
+            amount,
+            """) AS promotions,
        EXISTS (SELECT 1 FROM topup_orders o WHERE o.line_id = l.id AND o.""",
-        CREDITED_ONCE_WHERE,
-        """) AS topped_up_before
+            CREDITED_ONCE_WHERE,
+            """) AS topped_up_before
 """,
+        )
     )
-)
+
 
 # The line behind a number with its plan, the amount rule of its currency and the
 # promotions running now (as JSON), and whether it was ever credited.
@@ -790,7 +798,7 @@ _TOPUP_QUOTE = "".join(
 SELECT l.id, l.msisdn, l.state, p.currency,
        r.denominations::text AS denominations, r.amount_min_minor, r.amount_max_minor, r.custom_allowed,
 """,
-        _OFFERS,
+        _offers("$2", "$3"),
         """
   FROM lines l
   JOIN plans p ON p.id = l.plan_id
@@ -883,40 +891,38 @@ WITH pay AS (
 )
 
 # A good PIN taken (the conditional update decides between simultaneous redemptions),
-# unless the caller is locked out or the key was used before.
-_CLAIM_VOUCHER = """
+# unless the caller is locked out or the key was used before; then its line locked with its
+# plan and balance, the promotions running now and the new order's id (the voucher first,
+# then the line, as the ORM path locks them).
+_CLAIM_VOUCHER = "".join(
+    (
+        """
 WITH ln AS (
   SELECT l.id, p.currency FROM lines l JOIN plans p ON p.id = l.plan_id
    WHERE l.msisdn = $1 AND l.number_released_at IS NULL AND l.state <> 'terminated'
    LIMIT 1
+), won AS (
+  UPDATE vouchers v SET state = 'redeemed', state_changed_at = $3, redeemed_line_id = ln.id
+    FROM ln
+   WHERE v.pin_hash = $2 AND v.state = 'active' AND v.expires_on >= $4 AND v.currency = ln.currency
+     AND NOT EXISTS (SELECT 1 FROM topup_orders o WHERE o.idempotency_scope = $5 AND o.idempotency_key = $6)
+     AND NOT EXISTS (SELECT 1 FROM voucher_locks k
+                      WHERE k.key IN ('line:' || ln.id, $7) AND k.locked_until > $3)
+  RETURNING v.id, v.serial, v.face_value_minor, v.batch_id, ln.id AS line_id,
+            (SELECT b.validity_days FROM voucher_batches b WHERE b.id = v.batch_id) AS validity_days
 )
-UPDATE vouchers v SET state = 'redeemed', state_changed_at = $3, redeemed_line_id = ln.id
-  FROM ln
- WHERE v.pin_hash = $2 AND v.state = 'active' AND v.expires_on >= $4 AND v.currency = ln.currency
-   AND NOT EXISTS (SELECT 1 FROM topup_orders o WHERE o.idempotency_scope = $5 AND o.idempotency_key = $6)
-   AND NOT EXISTS (SELECT 1 FROM voucher_locks k
-                    WHERE k.key IN ('line:' || ln.id, $7) AND k.locked_until > $3)
-RETURNING v.id, v.serial, v.face_value_minor, v.batch_id, ln.id AS line_id,
-          (SELECT b.validity_days FROM voucher_batches b WHERE b.id = v.batch_id) AS validity_days
-"""
-
-# The line locked with its plan and balance, the promotions running now, and the new
-# order's id.
-_LOCK_LINE = "".join(
-    (
-        """
-SELECT l.msisdn, l.state AS line_state, l.validity_date, l.main_account_id, l.bonus_account_id,
+SELECT won.*, l.msisdn, l.state AS line_state, l.validity_date, l.main_account_id, l.bonus_account_id,
        a.balance_minor AS main_balance_minor, p.currency,
        p.validity_rule, p.validity_tiers::text AS validity_tiers, p.validity_days_max, p.activity_days,
        NULL::varchar AS email,
 """,
-        _OFFERS,
+        _offers("$3", "won.face_value_minor"),
         """,
        nextval(pg_get_serial_sequence('topup_orders', 'id')) AS order_id
-  FROM lines l
+  FROM won
+  JOIN lines l ON l.id = won.line_id
   JOIN plans p ON p.id = l.plan_id
   JOIN ledger_accounts a ON a.id = l.main_account_id
- WHERE l.id = $1
    FOR NO KEY UPDATE OF l, a
 """,
     )
