@@ -373,9 +373,11 @@ class FastPath:
         scope_name = f"api-redeem:ip:{ip_address or '-'}"
         now = utcnow()
         pool = await self.pool()
-        async with pool.acquire() as connection, connection.transaction():
+        # No transaction: one read, then one statement that writes only if what was read still
+        # holds (or nothing: the app answers then, as for any refusal).
+        async with pool.acquire() as connection:
             won = await connection.fetchrow(
-                _CLAIM_VOUCHER,
+                _READ_REDEMPTION,
                 normalized,
                 hash_pin(self.pin_key, digits),
                 now,
@@ -384,9 +386,8 @@ class FastPath:
                 key,
                 f"ip:{ip_address}" if ip_address else "",
             )
-            if won is None or won["line_state"] != LineState.ACTIVE:
-                # No such line, a lockout, a replay, a PIN that is not good, or a line that is
-                # not active (its claim is rolled back): the app answers.
+            if won is None:
+                # No such line or not active, a lockout, a replay, or a PIN that is not good.
                 raise HandOver
             bonus = choose_bonus(
                 _promotions(won["promotions"]),
@@ -448,7 +449,12 @@ class FastPath:
                     VoucherState.REDEEMED,
                     f"{Channel.VOUCHER}:ip {ip_address or '-'}",
                     f"line {order.msisdn}, order {order.public_id}",
+                    today(),
+                    f"ip:{ip_address}" if ip_address else "",
+                    won["validity_date"],
+                    won["main_balance_minor"],
                 ),
+                guarded=True,
             )
         wake_senders.set()
         return _json_response(201, order_out(order, None).model_dump_json().encode())
@@ -498,10 +504,13 @@ class FastPath:
         now: datetime,
         statement: str = "",
         more: Sequence[Any] = (),
+        guarded: bool = False,
     ) -> None:
         """What :func:`airtime.topups.service.credit` writes for a paid credit top-up of an
-        active line (locked by the caller, with its balances), as one statement: by default
-        the order is updated; ``statement`` may write it whole instead, with ``more``."""
+        active line, as one statement: by default the order is updated, the caller having
+        locked it and the line with its balances; ``statement`` may write it whole instead,
+        with ``more``. A ``guarded`` statement takes its locks itself and writes nothing (a
+        hand-over) unless what ``found`` says still holds."""
         order.status = OrderStatus.CREDITED
         order.credited_at = now
         order.receipt_number = topups.receipt_number(order.id, now)
@@ -563,6 +572,8 @@ class FastPath:
             [message["dedup_key"] for message in messages],
             *more,
         )
+        if guarded and not balances:
+            raise HandOver  # what was read no longer holds: nothing was written
         if dict(balances).get(main_id) != order.balance_after_minor:
             # The locked balance moved under us: not something to paper over.
             raise RuntimeError(f"line {order.line_id}: balance after credit is not what was locked")
@@ -610,8 +621,9 @@ class FastPathMiddleware:
         if complete:
             try:
                 status, headers, content = await handler(scope, body)
-            except (HandOver, AppError, asyncpg.DeadlockDetectedError):
-                # A deadlock victim was rolled back like any hand-over: the app tries again.
+            except (HandOver, AppError, asyncpg.DeadlockDetectedError, asyncpg.UniqueViolationError):
+                # A deadlock victim was rolled back like any hand-over, and so was a statement
+                # that met a simultaneous request's key or event: the app answers both.
                 FAST_PATH.labels(_ROUTES[route].path, "handed_over").inc()
             except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as error:
                 # The connection failed. Each of the three requests is idempotent by its key
@@ -890,70 +902,82 @@ WITH pay AS (
     )
 )
 
-# A good PIN taken (the conditional update decides between simultaneous redemptions),
-# unless the caller is locked out or the key was used before; then its line locked with its
-# plan and balance, the promotions running now and the new order's id (the voucher first,
-# then the line, as the ORM path locks them).
-_CLAIM_VOUCHER = "".join(
+# A redemption's facts, read without locks: the PIN's voucher if it is good (active, not
+# expired, in the line's currency) and the active line behind the number, unless the caller
+# is locked out or the key was used before; with the line's plan and balance, the promotions
+# running now and the new order's id. :data:`_WRITE_REDEMPTION` acts on them only if they
+# still hold under its locks.
+_READ_REDEMPTION = "".join(
     (
         """
-WITH ln AS (
-  SELECT l.id, p.currency FROM lines l JOIN plans p ON p.id = l.plan_id
-   WHERE l.msisdn = $1 AND l.number_released_at IS NULL AND l.state <> 'terminated'
-   LIMIT 1
-), won AS (
-  UPDATE vouchers v SET state = 'redeemed', state_changed_at = $3, redeemed_line_id = ln.id
-    FROM ln
-   WHERE v.pin_hash = $2 AND v.state = 'active' AND v.expires_on >= $4 AND v.currency = ln.currency
-     AND NOT EXISTS (SELECT 1 FROM topup_orders o WHERE o.idempotency_scope = $5 AND o.idempotency_key = $6)
-     AND NOT EXISTS (SELECT 1 FROM voucher_locks k
-                      WHERE k.key IN ('line:' || ln.id, $7) AND k.locked_until > $3)
-  RETURNING v.id, v.serial, v.face_value_minor, v.batch_id, ln.id AS line_id,
-            (SELECT b.validity_days FROM voucher_batches b WHERE b.id = v.batch_id) AS validity_days
-)
-SELECT won.*, l.msisdn, l.state AS line_state, l.validity_date, l.main_account_id, l.bonus_account_id,
-       a.balance_minor AS main_balance_minor, p.currency,
+SELECT v.id, v.serial, v.face_value_minor, v.batch_id, b.validity_days,
+       l.id AS line_id, l.msisdn, l.state AS line_state, l.validity_date, l.main_account_id,
+       l.bonus_account_id, a.balance_minor AS main_balance_minor, p.currency,
        p.validity_rule, p.validity_tiers::text AS validity_tiers, p.validity_days_max, p.activity_days,
        NULL::varchar AS email,
 """,
-        _offers("$3", "won.face_value_minor"),
+        _offers("$3", "v.face_value_minor"),
         """,
        nextval(pg_get_serial_sequence('topup_orders', 'id')) AS order_id
-  FROM won
-  JOIN lines l ON l.id = won.line_id
+  FROM lines l
   JOIN plans p ON p.id = l.plan_id
   JOIN ledger_accounts a ON a.id = l.main_account_id
-   FOR NO KEY UPDATE OF l, a
+  JOIN vouchers v ON v.pin_hash = $2 AND v.state = 'active' AND v.expires_on >= $4 AND v.currency = p.currency
+  JOIN voucher_batches b ON b.id = v.batch_id
+ WHERE l.msisdn = $1 AND l.number_released_at IS NULL AND l.state = 'active'
+   AND NOT EXISTS (SELECT 1 FROM topup_orders o WHERE o.idempotency_scope = $5 AND o.idempotency_key = $6)
+   AND NOT EXISTS (SELECT 1 FROM voucher_locks k
+                    WHERE k.key IN ('line:' || l.id, $7) AND k.locked_until > $3)
 """,
     )
 )
 
-# The order credited with its receipt ($1-$6), the transfer with its entries, the line's
-# balances and validity, and the receipt messages; returns the new balances.
-_CREDIT_WRITES = """
+
+def _credit_writes(guard: str = "") -> str:
+    """The order's transfer with its entries, the line's validity and balances, and the
+    receipt messages; returns the new balances. With ``guard`` (a CTE's name), each is
+    written only if that CTE has a row, so none is when it has none."""
+    source = f" FROM {guard}" if guard else ""
+    joined = f", {guard}" if guard else ""
+    return "".join(
+        (
+            """
 t AS (
   INSERT INTO ledger_transfers (id, kind, currency, content_hash, description, details, created_at)
-  VALUES ($7, $8, $9, $10, $11, $12::json, $2)
+  SELECT $7, $8, $9, $10, $11, $12::json, $2""",
+            source,
+            """
 ), e AS (
   INSERT INTO ledger_entries (transfer_id, account_id, amount_minor, created_at)
-  SELECT $7, a, m, $2 FROM unnest($13::bigint[], $14::bigint[]) AS e(a, m)
+  SELECT $7, a, m, $2 FROM unnest($13::bigint[], $14::bigint[]) AS e(a, m)""",
+            joined,
+            """
 ), l AS (
-  UPDATE lines SET validity_date = $18 WHERE id = $17
+  UPDATE lines SET validity_date = $18""",
+            source,
+            """ WHERE lines.id = $17
 ), n AS (
   INSERT INTO notifications (channel, recipient, subject, body_text, template, language, dedup_key,
          status, attempts, next_attempt_at, created_at, provider, last_error)
   SELECT c, r, s, b, t, g, d, 'pending', 0, $2, $2, '', ''
     FROM unnest($19::varchar[], $20::varchar[], $21::varchar[], $22::text[], $23::varchar[],
-                $24::varchar[], $25::varchar[]) AS n(c, r, s, b, t, g, d)
+                $24::varchar[], $25::varchar[]) AS n(c, r, s, b, t, g, d)""",
+            joined,
+            """
   ON CONFLICT DO NOTHING
 )
 UPDATE ledger_accounts AS a SET balance_minor = a.balance_minor + d.delta
-  FROM unnest($15::bigint[], $16::bigint[]) AS d(id, delta)
+  FROM unnest($15::bigint[], $16::bigint[]) AS d(id, delta)""",
+            joined,
+            """
  WHERE a.id = d.id
 RETURNING a.id, a.balance_minor
-"""
+""",
+        )
+    )
 
-# A paid order (the sandbox's) moves to credited.
+
+# A paid order (the sandbox's) moves to credited ($1-$6), in the transaction that locked it.
 _WRITE_CREDIT = "".join(
     (
         """
@@ -962,33 +986,53 @@ WITH o AS (
          credited_at = $2, receipt_number = $4, balance_after_minor = $5, validity_after = $6
    WHERE id = $1
 ),""",
-        _CREDIT_WRITES,
+        _credit_writes(),
     )
 )
 
-# A voucher's order is written once, credited ($26-$37), and the redemption recorded on
-# the voucher, in its attempts and its events ($38-$45).
+# A redemption as one statement, on what :data:`_READ_REDEMPTION` read: the voucher is locked
+# if it is still good (a simultaneous redemption of the PIN waits here, then finds it used),
+# then the line and its balance if their state, validity and balance are still the ones read
+# ($17, $48, $49); only then is anything written: the voucher redeemed, the order once,
+# credited ($26-$37), the redemption in the voucher's attempts and events ($38-$45), and the
+# credit. Otherwise nothing is, and no row comes back. (Locks in the ORM path's order:
+# voucher, then line.)
 _WRITE_REDEMPTION = "".join(
     (
         """
-WITH o AS (
+WITH v0 AS (
+  SELECT v.id FROM vouchers v
+   WHERE v.id = $38 AND v.state = $42 AND v.expires_on >= $46
+     AND NOT EXISTS (SELECT 1 FROM topup_orders o WHERE o.idempotency_scope = $27 AND o.idempotency_key = $28)
+     AND NOT EXISTS (SELECT 1 FROM voucher_locks k
+                      WHERE k.key IN ('line:' || $17::bigint, $47) AND k.locked_until > $2)
+   FOR NO KEY UPDATE OF v
+), guard AS (
+  SELECT l.id AS guarded_line_id
+    FROM v0, lines l JOIN ledger_accounts a ON a.id = l.main_account_id
+   WHERE l.id = $17 AND l.state = 'active' AND l.validity_date IS NOT DISTINCT FROM $48::date
+     AND a.balance_minor = $49
+   FOR NO KEY UPDATE OF l, a
+), won AS (
+  UPDATE vouchers SET state = $43, state_changed_at = $2, redeemed_line_id = $17, redeemed_order_id = $1
+    FROM guard WHERE vouchers.id = $38
+), o AS (
   INSERT INTO topup_orders (id, public_id, idempotency_scope, idempotency_key, request_hash, channel,
          line_id, msisdn, customer_id, currency, amount_minor, bundle_id, bonus_minor, promotion_id,
          payment_provider, payment_reference, payment_method, status, failure_code, receipt_email,
          language, balance_after_minor, validity_after, refunded_minor, refund_shortfall_minor,
          created_at, paid_at, credited_at, receipt_number)
-  VALUES ($1, $26, $27, $28, $29, $30, $17, $31, NULL, $9, $32, NULL, $33, $34, $35, $36, $3, 'credited',
-          '', '', $37, $5, $6, 0, 0, $2, $2, $2, $4)
-), v AS (
-  UPDATE vouchers SET redeemed_order_id = $1 WHERE id = $38
+  SELECT $1, $26, $27, $28, $29, $30, $17, $31, NULL, $9, $32, NULL, $33, $34, $35, $36, $3, 'credited',
+         '', '', $37, $5, $6, 0, 0, $2, $2, $2, $4
+    FROM guard
 ), va AS (
   INSERT INTO voucher_attempts (key, succeeded, reason, channel, serial, at)
-  SELECT k, true, 'redeemed', $30, $39, $2 FROM unnest($40::varchar[]) AS k
+  SELECT k, true, 'redeemed', $30, $39, $2 FROM unnest($40::varchar[]) AS k, guard
 ), ve AS (
   INSERT INTO voucher_events (voucher_id, batch_id, event, from_state, to_state, count, actor, reason, at)
-  VALUES ($38, $41, 'redeemed', $42, $43, 1, $44, $45, $2)
+  SELECT $38, $41, 'redeemed', $42, $43, 1, $44, $45, $2 FROM guard
 ),""",
-        _CREDIT_WRITES,
+        _credit_writes("guard"),
     )
 )
 

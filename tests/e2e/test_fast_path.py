@@ -299,6 +299,83 @@ def test_simultaneous_approvals_and_redemptions_credit_once(postgres_engine, pos
         _truncate_all(postgres_engine)
 
 
+@pytest.mark.parametrize(
+    "meanwhile",
+    [
+        "UPDATE lines SET validity_date = DATE '2027-03-01' WHERE msisdn = :msisdn",
+        "UPDATE vouchers SET state = 'blocked' WHERE serial = :serial",
+    ],
+    ids=["line-validity-moved", "voucher-blocked"],
+)
+def test_a_redemption_whose_facts_changed_after_its_read_writes_nothing(
+    postgres_engine, postgres_url, tmp_path, monkeypatch, meanwhile
+):
+    """A redemption reads without locks, then writes in one statement only if what it read
+    still holds: a line whose validity moved, or a voucher blocked, in between is handed
+    over with nothing written; the app then redeems on the new facts (or refuses)."""
+    import airtime.fastpath as fastpath_module
+
+    settings = _settings(postgres_url, tmp_path, fast_path=True)
+    try:
+        pins = _prepare(postgres_engine, settings, tmp_path)
+        fast_path = FastPath(settings, providers_from_settings(settings))
+        factory = make_session_factory(postgres_engine)
+        choose_bonus = fastpath_module.choose_bonus
+
+        def change_then_choose(*args: Any, **kwargs: Any) -> Any:
+            # Runs between the read and the write, on a connection of its own.
+            with postgres_engine.begin() as connection:
+                connection.execute(text(meanwhile), {"msisdn": MSISDN, "serial": int(pins[0]["serial"])})
+            return choose_bonus(*args, **kwargs)
+
+        monkeypatch.setattr(fastpath_module, "choose_bonus", change_then_choose)
+        body = f'{{"pin": "{pins[0]["pin"]}", "msisdn": "{MSISDN}"}}'.encode()
+
+        async def redeem() -> int | str:
+            try:
+                return await _outcome(
+                    fast_path.redeem_voucher(_scope(REDEEM, [(b"idempotency-key", b"moved"), JSON]), body)
+                )
+            finally:
+                await fast_path.close()
+
+        assert asyncio.run(redeem()) == "handed over"
+        monkeypatch.setattr(fastpath_module, "choose_bonus", choose_bonus)
+        with unit_of_work(factory) as session:
+            assert session.scalars(select(TopupOrder)).all() == []
+            assert balance_of(session, _main_account(session)) == 0
+            assert session.scalar(text("SELECT count(*) FROM voucher_attempts")) == 0
+            assert session.scalar(text("SELECT count(*) FROM notifications")) == 0
+            assert (
+                session.scalar(
+                    select(Voucher.redeemed_order_id).where(Voucher.serial == int(pins[0]["serial"]))
+                )
+                is None
+            )
+        with TestClient(create_app(settings, run_background_jobs=False)) as client:
+            answer = client.post(
+                REDEEM, json={"pin": pins[0]["pin"], "msisdn": MSISDN}, headers={"Idempotency-Key": "moved"}
+            )
+        with unit_of_work(factory) as session:
+            line = session.scalar(select(Line).where(Line.msisdn == MSISDN))
+            if "lines" in meanwhile:
+                assert answer.status_code == 201, answer.text
+                order = session.scalar(select(TopupOrder))
+                assert order.status == OrderStatus.CREDITED
+                # Validity built on the date the line had moved to, not on the one first read.
+                assert line.validity_date > datetime(2027, 3, 1).date()
+                assert order.validity_after == line.validity_date.isoformat()
+                assert balance_of(session, line.main_account_id) == order.amount_minor
+            else:
+                assert answer.status_code >= 400
+                assert answer.headers["content-type"] == "application/problem+json"
+                assert session.scalars(select(TopupOrder)).all() == []
+                assert balance_of(session, line.main_account_id) == 0
+            assert not check_invariants(session)
+    finally:
+        _truncate_all(postgres_engine)
+
+
 REDEEM = "/api/v1/vouchers/redeem"
 JSON = (b"content-type", b"application/json")
 
