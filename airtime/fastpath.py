@@ -286,15 +286,14 @@ class FastPath:
             raise HandOver
         now = utcnow()
         found = await self._credit_paid_event(
-            _APPROVE_SANDBOX,
-            reference,
-            now,
-            self.sandbox.name,
-            f"{reference}:succeeded",
-            list(OrderStatus.PAYABLE),
-            "payment.succeeded",
-            "{}",
-            now,
+            _READ_SANDBOX_PAID,
+            _WRITE_SANDBOX_PAID,
+            reference=reference,
+            provider=self.sandbox.name,
+            event_id=f"{reference}:succeeded",
+            event_type="payment.succeeded",
+            payload="{}",
+            occurred_at=now,
             method=SANDBOX_METHOD,
             now=now,
         )
@@ -333,17 +332,15 @@ class FastPath:
         check_event_age(event, self.settings)
         now = utcnow()
         await self._credit_paid_event(
-            _STORE_PAID_EVENT,
-            event.reference,
-            now,
-            name,
-            event.event_id[:120],
-            list(OrderStatus.PAYABLE),
-            event.event_type[:80],
-            json.dumps(dict(event.payload)),
-            event.occurred_at,
-            event.amount_minor,
-            event.currency,
+            _READ_PROVIDER_PAID,
+            _WRITE_PROVIDER_PAID,
+            reference=event.reference,
+            provider=name,
+            event_id=event.event_id[:120],
+            event_type=event.event_type[:80],
+            payload=json.dumps(dict(event.payload)),
+            occurred_at=event.occurred_at,
+            amount=(event.amount_minor, event.currency),
             method=event.method[:40],
             now=now,
         )
@@ -454,7 +451,6 @@ class FastPath:
                     won["validity_date"],
                     won["main_balance_minor"],
                 ),
-                guarded=True,
             )
         wake_senders.set()
         return _json_response(201, order_out(order, None).model_dump_json().encode())
@@ -462,15 +458,31 @@ class FastPath:
     # --- the one crediting step, as statements ------------------------------------------
 
     async def _credit_paid_event(
-        self, statement: str, *params: Any, method: str, now: datetime
+        self,
+        read: str,
+        write: str,
+        *,
+        reference: str,
+        provider: str,
+        event_id: str,
+        event_type: str,
+        payload: str,
+        occurred_at: datetime,
+        amount: tuple[int | None, str | None] | None = None,
+        method: str,
+        now: datetime,
     ) -> asyncpg.Record:
-        """Store a "paid" event once, then pay and credit its order, in one transaction
-        (``statement`` is :data:`_APPROVE_SANDBOX` or :data:`_STORE_PAID_EVENT`, whose $2 is
-        ``now``); the row it found, for the answer."""
+        """Store a "paid" event once, then pay and credit its order: one read, then one
+        statement that writes only if what was read still holds (``read`` and ``write`` are
+        the sandbox's or a provider's, which also sends the event's ``amount``); the row it
+        read, for the answer."""
+        payable = list(OrderStatus.PAYABLE)
         pool = await self.pool()
-        async with pool.acquire() as connection, connection.transaction():
-            found = await connection.fetchrow(statement, *params)
-            if found is None or found["event_id"] is None or found["line_state"] != LineState.ACTIVE:
+        async with pool.acquire() as connection:
+            found = await connection.fetchrow(
+                read, reference, provider, payable, event_id, *(amount if amount is not None else ())
+            )
+            if found is None:
                 raise HandOver  # unknown, a duplicate, a mismatch, a bundle or a line not active
             order = _order(found)
             order.payment_method = method
@@ -489,6 +501,19 @@ class FastPath:
                     amount_minor=order.amount_minor,
                 ),
                 now=now,
+                statement=write,
+                more=(
+                    reference,
+                    provider,
+                    event_id,
+                    payable,
+                    event_type,
+                    payload,
+                    occurred_at,
+                    found["validity_date"],
+                    found["main_balance_minor"],
+                    *(amount if amount is not None else ()),
+                ),
             )
         wake_senders.set()
         return found
@@ -502,15 +527,13 @@ class FastPath:
         funding_code: str,
         validity: date | None,
         now: datetime,
-        statement: str = "",
-        more: Sequence[Any] = (),
-        guarded: bool = False,
+        statement: str,
+        more: Sequence[Any],
     ) -> None:
         """What :func:`airtime.topups.service.credit` writes for a paid credit top-up of an
-        active line, as one statement: by default the order is updated, the caller having
-        locked it and the line with its balances; ``statement`` may write it whole instead,
-        with ``more``. A ``guarded`` statement takes its locks itself and writes nothing (a
-        hand-over) unless what ``found`` says still holds."""
+        active line, as one ``statement`` (with ``more`` parameters after the credit's): it
+        takes its locks itself and writes nothing (a hand-over) unless what ``found`` read
+        of the order and the line still holds."""
         order.status = OrderStatus.CREDITED
         order.credited_at = now
         order.receipt_number = topups.receipt_number(order.id, now)
@@ -544,7 +567,7 @@ class FastPath:
             (leg.account_id, leg.amount_minor) for leg in legs if leg.account_id in (main_id, bonus_id)
         )
         balances = await connection.fetch(
-            statement or _WRITE_CREDIT,
+            statement,
             order.id,
             now,
             order.payment_method,
@@ -572,7 +595,7 @@ class FastPath:
             [message["dedup_key"] for message in messages],
             *more,
         )
-        if guarded and not balances:
+        if not balances:
             raise HandOver  # what was read no longer holds: nothing was written
         if dict(balances).get(main_id) != order.balance_after_minor:
             # The locked balance moved under us: not something to paper over.
@@ -841,64 +864,54 @@ WITH o AS (
 SELECT id FROM o
 """
 
-# After a ``pay`` CTE (reference $1, amount, currency, return URL): the payment's event
-# stored once ($3 provider, $4 event id, $6 type, $7 payload, $8 when; $2 now), then the
-# order and its line locked, with what crediting needs. Only a payable credit top-up whose
-# amount and currency match qualifies ($5 the payable states). (The order is found by both
+# After a ``pay`` CTE (reference $1, amount, currency, return URL): the order it pays and
+# its line, read without locks, with what crediting needs, unless the event was stored
+# before ($2 provider, $4 event id). Only a payable credit top-up ($3 the payable states)
+# whose amount and currency match, of an active line, qualifies. (The order is found by both
 # columns of its unique (provider, reference) index: a join on the reference alone was
-# planned as a scan of every order of the provider.)
-_PAID_EVENT = """
+# planned as a scan of every order of the provider.) :data:`_WRITE_PAID` acts on it
+# only if it still holds under its locks.
+_READ_PAID = """
 ord AS (
   SELECT o.* FROM topup_orders o JOIN pay ON true
-   WHERE o.payment_provider = $3 AND o.payment_reference = $1
-     AND o.status = ANY($5::varchar[]) AND o.bundle_id IS NULL
+   WHERE o.payment_provider = $2 AND o.payment_reference = $1
+     AND o.status = ANY($3::varchar[]) AND o.bundle_id IS NULL
      AND o.amount_minor = pay.amount_minor AND o.currency = pay.currency
-   FOR NO KEY UPDATE OF o
-), ev AS (
-  INSERT INTO payment_events (provider, event_id, event_type, payment_reference, outcome, order_id,
-         payload, occurred_at, received_at)
-  SELECT $3, $4, $6, pay.reference, 'succeeded', ord.id, $7::json, $8, $2
-    FROM pay JOIN ord ON true
-  ON CONFLICT DO NOTHING
-  RETURNING event_id
-), ln AS (
-  SELECT l.id, l.state, l.validity_date, l.main_account_id, l.bonus_account_id, l.plan_id, a.balance_minor
-    FROM lines l JOIN ledger_accounts a ON a.id = l.main_account_id
-   WHERE l.id = (SELECT line_id FROM ord)
-   FOR NO KEY UPDATE OF l, a
+     AND NOT EXISTS (SELECT 1 FROM payment_events e WHERE e.provider = $2 AND e.event_id = $4)
 )
-SELECT ord.*, pay.return_url, ev.event_id, ln.state AS line_state, ln.validity_date,
-       ln.main_account_id, ln.bonus_account_id, ln.balance_minor AS main_balance_minor,
+SELECT ord.*, pay.return_url, l.state AS line_state, l.validity_date, l.main_account_id,
+       l.bonus_account_id, a.balance_minor AS main_balance_minor,
        p.validity_rule, p.validity_tiers::text AS validity_tiers, p.validity_days_max, p.activity_days,
        c.email
-  FROM ord JOIN pay ON true JOIN ln ON true
-  LEFT JOIN ev ON true
-  JOIN plans p ON p.id = ln.plan_id
+  FROM ord JOIN pay ON true
+  JOIN lines l ON l.id = ord.line_id
+  JOIN ledger_accounts a ON a.id = l.main_account_id
+  JOIN plans p ON p.id = l.plan_id
   LEFT JOIN customers c ON c.id = ord.customer_id
+ WHERE l.state = 'active'
 """
 
-# The sandbox's payment approved (once); then as for any paid event.
-_APPROVE_SANDBOX = "".join(
+# The sandbox's payment, still pending.
+_READ_SANDBOX_PAID = "".join(
     (
         """
 WITH pay AS (
-  UPDATE sandbox_payments SET status = 'succeeded', updated_at = $2
+  SELECT reference, amount_minor, currency, return_url FROM sandbox_payments
    WHERE reference = $1 AND status = 'pending'
-  RETURNING reference, amount_minor, currency, return_url
 ),""",
-        _PAID_EVENT,
+        _READ_PAID,
     )
 )
 
-# A provider's verified "paid" event ($9 amount, $10 currency).
-_STORE_PAID_EVENT = "".join(
+# A provider's verified "paid" event ($5 amount, $6 currency).
+_READ_PROVIDER_PAID = "".join(
     (
         """
 WITH pay AS (
-  SELECT $1::varchar AS reference, $9::bigint AS amount_minor, $10::varchar AS currency,
+  SELECT $1::varchar AS reference, $5::bigint AS amount_minor, $6::varchar AS currency,
          NULL::varchar AS return_url
 ),""",
-        _PAID_EVENT,
+        _READ_PAID,
     )
 )
 
@@ -933,12 +946,12 @@ SELECT v.id, v.serial, v.face_value_minor, v.batch_id, b.validity_days,
 )
 
 
-def _credit_writes(guard: str = "") -> str:
+def _credit_writes(guard: str) -> str:
     """The order's transfer with its entries, the line's validity and balances, and the
-    receipt messages; returns the new balances. With ``guard`` (a CTE's name), each is
-    written only if that CTE has a row, so none is when it has none."""
-    source = f" FROM {guard}" if guard else ""
-    joined = f", {guard}" if guard else ""
+    receipt messages, each written only if the CTE ``guard`` has a row; returns the new
+    balances (no row if it has none)."""
+    source = f" FROM {guard}"
+    joined = f", {guard}"
     return "".join(
         (
             """
@@ -977,16 +990,62 @@ RETURNING a.id, a.balance_minor
     )
 
 
-# A paid order (the sandbox's) moves to credited ($1-$6), in the transaction that locked it.
-_WRITE_CREDIT = "".join(
-    (
-        """
-WITH o AS (
+# After a ``pay`` CTE locking the payment (reference $26, amount, currency), a "paid" event
+# as one statement, on what :data:`_READ_PAID` read: the order locked if it is still payable
+# ($1, $27 provider, $29 payable states), then its line and balance if their state, validity
+# and balance are still the ones read ($17, $33, $34); then the event stored once ($28 event
+# id, $30 type, $31 payload, $32 when) and, only if it was new, the order credited with its
+# receipt ($2-$6) and the credit. Otherwise nothing is written and no row comes back. (Locks
+# in the ORM path's order: payment, order, line, balances.)
+_WRITE_PAID = """
+ord AS (
+  SELECT o.id FROM topup_orders o JOIN pay ON true
+   WHERE o.id = $1 AND o.payment_provider = $27 AND o.payment_reference = $26
+     AND o.status = ANY($29::varchar[]) AND o.bundle_id IS NULL
+     AND o.amount_minor = pay.amount_minor AND o.currency = pay.currency
+   FOR NO KEY UPDATE OF o
+), guard AS (
+  SELECT l.id AS guarded_line_id
+    FROM ord, lines l JOIN ledger_accounts a ON a.id = l.main_account_id
+   WHERE l.id = $17 AND l.state = 'active' AND l.validity_date IS NOT DISTINCT FROM $33::date
+     AND a.balance_minor = $34
+   FOR NO KEY UPDATE OF l, a
+), ev AS (
+  INSERT INTO payment_events (provider, event_id, event_type, payment_reference, outcome, order_id,
+         payload, occurred_at, received_at)
+  SELECT $27, $28, $30, $26, 'succeeded', $1, $31::json, $32, $2 FROM guard
+  ON CONFLICT DO NOTHING
+  RETURNING event_id
+), o AS (
   UPDATE topup_orders SET status = 'credited', paid_at = $2, payment_method = $3, failure_code = '',
          credited_at = $2, receipt_number = $4, balance_after_minor = $5, validity_after = $6
-   WHERE id = $1
+    FROM ev WHERE topup_orders.id = $1
+),"""
+
+# The sandbox's payment approved, with its order's event.
+_WRITE_SANDBOX_PAID = "".join(
+    (
+        """
+WITH pay AS (
+  SELECT reference, amount_minor, currency FROM sandbox_payments
+   WHERE reference = $26 AND status = 'pending'
+   FOR NO KEY UPDATE
 ),""",
-        _credit_writes(),
+        _WRITE_PAID,
+        """ sp AS (
+  UPDATE sandbox_payments SET status = 'succeeded', updated_at = $2 FROM ev WHERE reference = $26
+),""",
+        _credit_writes("ev"),
+    )
+)
+
+# A provider's verified "paid" event ($35 amount, $36 currency).
+_WRITE_PROVIDER_PAID = "".join(
+    (
+        """
+WITH pay AS (SELECT $35::bigint AS amount_minor, $36::varchar AS currency),""",
+        _WRITE_PAID,
+        _credit_writes("ev"),
     )
 )
 

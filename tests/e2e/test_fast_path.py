@@ -376,6 +376,85 @@ def test_a_redemption_whose_facts_changed_after_its_read_writes_nothing(
         _truncate_all(postgres_engine)
 
 
+def test_an_approval_whose_line_moved_after_its_read_writes_nothing(
+    postgres_engine, postgres_url, tmp_path, monkeypatch
+):
+    """An approval reads without locks, then writes in one statement only if the order and
+    the line are still as read: a validity that moved in between hands it over with nothing
+    written (payment pending, no event, order awaiting payment); the app then credits it on
+    the new date."""
+    import airtime.fastpath as fastpath_module
+
+    settings = _settings(postgres_url, tmp_path, fast_path=True)
+    try:
+        _prepare(postgres_engine, settings, tmp_path)
+        fast_path = FastPath(settings, providers_from_settings(settings))
+        cookie, token = _csrf_pair(settings)
+        factory = make_session_factory(postgres_engine)
+        validity_after_topup = fastpath_module.validity_after_topup
+
+        def move_then_compute(*args: Any, **kwargs: Any) -> Any:
+            # Runs between the read and the write, on a connection of its own.
+            with postgres_engine.begin() as connection:
+                connection.execute(
+                    text("UPDATE lines SET validity_date = DATE '2027-03-01' WHERE msisdn = :msisdn"),
+                    {"msisdn": MSISDN},
+                )
+            return validity_after_topup(*args, **kwargs)
+
+        headers = [
+            (b"content-type", b"application/x-www-form-urlencoded"),
+            (b"cookie", f"airtime_csrf={cookie}".encode()),
+        ]
+
+        async def create_then_approve() -> tuple[str, int | str]:
+            try:
+                status, _, _ = await fast_path.create_topup(
+                    _scope("/api/v1/topups", [(b"idempotency-key", b"moved"), JSON]),
+                    b'{"msisdn": "+447911123456", "amount_minor": 2000}',
+                )
+                assert status == 201
+                with unit_of_work(factory) as session:
+                    reference = session.scalar(select(TopupOrder.payment_reference))
+                monkeypatch.setattr(fastpath_module, "validity_after_topup", move_then_compute)
+                form = f"decision=approve&csrf_token={token}".encode()
+                outcome = await _outcome(
+                    fast_path.approve_sandbox(_scope(f"/sandbox/pay/{reference}", headers), form)
+                )
+                return str(reference), outcome
+            finally:
+                await fast_path.close()
+
+        reference, outcome = asyncio.run(create_then_approve())
+        monkeypatch.setattr(fastpath_module, "validity_after_topup", validity_after_topup)
+        assert outcome == "handed over"
+        with unit_of_work(factory) as session:
+            order = session.scalar(select(TopupOrder))
+            assert order.status == OrderStatus.AWAITING_PAYMENT
+            assert balance_of(session, _main_account(session)) == 0
+            assert session.scalar(text("SELECT count(*) FROM payment_events")) == 0
+            assert session.scalar(text("SELECT status FROM sandbox_payments")) == "pending"
+            assert session.scalar(text("SELECT count(*) FROM notifications")) == 0
+        with TestClient(create_app(settings, run_background_jobs=False)) as client:
+            client.cookies.set("airtime_csrf", cookie)
+            approved = client.post(
+                f"/sandbox/pay/{reference}",
+                data={"decision": "approve", "csrf_token": token},
+                follow_redirects=False,
+            )
+        assert approved.status_code == 303
+        with unit_of_work(factory) as session:
+            order = session.scalar(select(TopupOrder))
+            line = session.scalar(select(Line).where(Line.msisdn == MSISDN))
+            assert order.status == OrderStatus.CREDITED
+            assert line.validity_date > datetime(2027, 3, 1).date()
+            assert order.validity_after == line.validity_date.isoformat()
+            assert balance_of(session, line.main_account_id) == 2000
+            assert not check_invariants(session)
+    finally:
+        _truncate_all(postgres_engine)
+
+
 REDEEM = "/api/v1/vouchers/redeem"
 JSON = (b"content-type", b"application/json")
 
