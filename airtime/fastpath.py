@@ -9,10 +9,15 @@ check, the bonus, the validity date, the receipt messages and the transfer's con
 come from the same functions the ORM path calls. Anything else is handed over,
 untouched, to the app, which answers exactly as it always does. That covers bad input,
 a refusal, a replayed key or event, a line that is not active, a bundle, a signed-in
-caller, and a provider other than the sandbox (or Stripe, for webhooks). A hand-over
-after the fast path has begun a transaction rolls it back first, so nothing it wrote
-remains. Locks are taken in the ORM path's order: voucher, then order, then line, then the
-line's balances in id order.
+caller, and a provider other than the sandbox (or Stripe, for webhooks).
+
+Money moves in one statement, with no transaction around it: what crediting needs (the
+order or voucher, the line's validity and balance, its plan) is read first without locks,
+the decisions are made, then one statement locks the rows in the ORM path's order
+(payment or voucher, then order, then line with its balance) and writes everything only if
+they are still as read. If anything changed in between, it writes nothing and the request
+is handed over, so the app does it on the new facts. A statement that fails is rolled back
+whole, so a hand-over never leaves anything the fast path wrote.
 """
 
 from __future__ import annotations
