@@ -155,6 +155,46 @@ def run_pgbench(
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """pgbench's tps measured before and after the phase it is the baseline of: this machine's
+    speed drifts (consecutive 15 s runs of pgbench alone have differed by a fifth), so the
+    ratio is taken to their mean and both are shown."""
+
+    before: float
+    after: float
+
+    @property
+    def transactions_per_second(self) -> float:
+        return (self.before + self.after) / 2
+
+    def note(self, clients: int, scale: int) -> str:
+        return (
+            f"mean of {self.before:,.0f} before and {self.after:,.0f} after; "
+            f"{clients} clients, -j 2, scale {scale}"
+        )
+
+
+def pgbench_around(
+    server_url: str, *, clients: int, seconds: float, scale: int, console: Console
+) -> Callable[[Callable[[], Any]], tuple[Baseline, Any]]:
+    """Run pgbench in a throwaway database before and after ``phase()``: (baseline, its result)."""
+
+    def once(when: str) -> float:
+        console.print(
+            f"pgbench {when}: -i -s {scale}, then tpcb-like with {clients} clients for {seconds:g} s …"
+        )
+        with throwaway_database(server_url, "airtime_bench_pgbench") as url:
+            return run_pgbench(url, clients=clients, seconds=seconds, scale=scale).transactions_per_second
+
+    def around(phase: Callable[[], Any]) -> tuple[Baseline, Any]:
+        before = once("before")
+        result = phase()
+        return Baseline(before=before, after=once("after")), result
+
+    return around
+
+
+@dataclass(frozen=True)
 class Throughput:
     operations: int
     elapsed_seconds: float
@@ -231,7 +271,7 @@ class ResponseHeaders:
     def __init__(self, fields: list[tuple[str, str]]) -> None:
         self._fields = fields
 
-    def get(self, name: str, default: str | None = None) -> str | None:
+    def get(self, name: str, default: str = "") -> str:
         wanted = name.lower()
         return next((value for key, value in self._fields if key.lower() == wanted), default)
 

@@ -22,7 +22,9 @@ Phases, each on its own throwaway database (dropped at the end):
 1. pgbench: ``pgbench -i -s 10`` then the TPC-B-like script with the same number of clients;
 2. top-ups: migrate, create a plan, a GBP amount rule and --lines lines, start
    ``uvicorn bench.topup:app_factory --factory --workers W`` as a separate process, warm up,
-   then run the clients for --seconds.
+   make --history top-ups and ANALYZE (a database in use has history and statistics; see
+   ``make_history``), then run the clients for --seconds;
+3. pgbench again. The ratio is to the mean of 1 and 3: this machine's speed drifts.
 Only credited top-ups count: after the run the database must hold exactly one credited order
 for every top-up the clients completed (and no other order in any other state), a random
 sample of --status-sample of them is read back with ``GET /api/v1/topups/{id}`` (outside
@@ -90,11 +92,11 @@ from bench.common import (
     machine_cpu_ticks,
     make_console,
     percentile,
+    pgbench_around,
     print_ratio_table,
     process_cpu_seconds,
     processes,
     run_clients,
-    run_pgbench,
     sqlalchemy_url,
     throwaway_database,
 )
@@ -815,16 +817,18 @@ def main(argv: list[str] | None = None) -> None:
             explain(arguments, url, console)
         return
 
-    console.print(
-        f"pgbench -i -s {arguments.pgbench_scale}, then tpcb-like with {arguments.clients} clients "
-        f"for {arguments.seconds:g} s …"
+    def topups() -> tuple[TopupRun, list[str]]:
+        with throwaway_database(server_url, "airtime_bench_topup") as url:
+            return measure(arguments, url, console)
+
+    around = pgbench_around(
+        server_url,
+        clients=arguments.clients,
+        seconds=arguments.seconds,
+        scale=arguments.pgbench_scale,
+        console=console,
     )
-    with throwaway_database(server_url, "airtime_bench_pgbench") as url:
-        pgbench = run_pgbench(
-            url, clients=arguments.clients, seconds=arguments.seconds, scale=arguments.pgbench_scale
-        )
-    with throwaway_database(server_url, "airtime_bench_topup") as url:
-        run, problems = measure(arguments, url, console)
+    pgbench, (run, problems) = around(topups)
 
     per_second = run.topups / run.elapsed_seconds if run.elapsed_seconds else 0.0
     milliseconds = [value * 1000 for value in run.latencies_seconds]
@@ -835,7 +839,7 @@ def main(argv: list[str] | None = None) -> None:
             "pgbench tpcb-like",
             pgbench.transactions_per_second,
             unit="tps",
-            note=f"{arguments.clients} clients, -j 2, scale {arguments.pgbench_scale}",
+            note=pgbench.note(arguments.clients, arguments.pgbench_scale),
         ),
         [
             Figure(

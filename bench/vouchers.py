@@ -23,11 +23,14 @@ Phases (the SQLite file, PIN exports and PostgreSQL databases are all throwaway)
    for a batch of --redeem-pins PINs, generated and released to it. Then VACUUM ANALYZE and
    a CHECKPOINT (if allowed), so phase 2's writes do not land in the timed phase; then
    ``pgbench -i -s 10`` + TPC-B-like with --clients clients in a throwaway database for the
-   baseline; then ``uvicorn bench.vouchers:app_factory --factory --workers W`` as a separate
+   baseline (again after the redemptions: the ratio is to the mean of both, as this
+   machine's speed drifts); then ``uvicorn bench.vouchers:app_factory --factory --workers W`` as a separate
    process and --clients threads, each with one keep-alive connection, POSTing
    ``/api/v1/vouchers/redeem`` {"pin", "msisdn"} with a fresh Idempotency-Key, every PIN
    once (as printed: groups of four), onto a random line of its own. 201 with status
-   "credited" counts. Each client redeems 3 PINs before the clock starts (warm-up).
+   "credited" counts. Each client redeems 3 PINs before the clock starts (warm-up),
+   then --history redemptions are made and ANALYZE runs (a database in use has history
+   and statistics; see ``make_history``).
    The load generator is lean on purpose: ``bench.common.KeepAliveClient`` on a plain
    socket, not httpx, because it runs on the same 2 cores as the server
    and PostgreSQL, and one request through an ``httpx.Client`` cost about 1 ms of client
@@ -87,6 +90,7 @@ from airtime.vouchers import service as vouchers
 from airtime.vouchers.models import RedemptionAttempt, RedemptionLock, Voucher, VoucherState
 from airtime.vouchers.pins import hash_pin, normalize_pin, pin_key
 from bench.common import (
+    Baseline,
     Figure,
     KeepAliveClient,
     RssSampler,
@@ -95,12 +99,12 @@ from bench.common import (
     machine_cpu_ticks,
     make_console,
     percentile,
+    pgbench_around,
     print_ratio_table,
     process_cpu_seconds,
     processes,
     rss_kib,
     run_clients,
-    run_pgbench,
     sqlalchemy_url,
     throwaway_database,
 )
@@ -846,7 +850,7 @@ def sqlite_phase(arguments: argparse.Namespace, secret: str, scratch: Path, cons
 
 def postgres_phases(
     arguments: argparse.Namespace, secret: str, scratch: Path, console: Console
-) -> tuple[Generation, RedemptionRun | None, float, list[str]]:
+) -> tuple[Generation, RedemptionRun | None, Baseline | None, list[str]]:
     """Generation, then (unless --skip-redeem) pgbench and redemptions: (generation,
     redemption run, pgbench tps, problems)."""
     server_url = sqlalchemy_url(arguments.database_url)
@@ -868,7 +872,7 @@ def postgres_phases(
             finally:
                 export_path.unlink(missing_ok=True)
             if arguments.skip_redeem:
-                return generation, None, 0.0, []
+                return generation, None, None, []
             console.print(
                 f"preparing redemptions: {arguments.lines:,} lines, "
                 f"{arguments.redeem_pins:,} PINs released to an outlet …"
@@ -886,31 +890,35 @@ def postgres_phases(
                 export_path.unlink(missing_ok=True)
             settle_database(engine, console)
             report_machine_load(console, "pgbench")
-            console.print(
-                f"pgbench -i -s {PGBENCH_SCALE}, then tpcb-like with {arguments.clients} clients "
-                f"for {arguments.seconds:g} s …"
-            )
-            with throwaway_database(server_url, "airtime_bench_pgbench") as pgbench_url:
-                pgbench_tps = run_pgbench(
-                    pgbench_url, clients=arguments.clients, seconds=arguments.seconds, scale=PGBENCH_SCALE
-                ).transactions_per_second
-            with running_server(
-                database_url=url,
-                secret=secret,
-                workers=arguments.workers,
-                pool_size=arguments.clients + 2,
-                scratch=scratch,
+
+            def redemptions() -> RedemptionRun:
+                with running_server(
+                    database_url=url,
+                    secret=secret,
+                    workers=arguments.workers,
+                    pool_size=arguments.clients + 2,
+                    scratch=scratch,
+                    console=console,
+                ) as server:
+                    return run_redemptions(arguments, server, engine, pins, msisdns, console)
+
+            around = pgbench_around(
+                server_url,
+                clients=arguments.clients,
+                seconds=arguments.seconds,
+                scale=PGBENCH_SCALE,
                 console=console,
-            ) as server:
-                run = run_redemptions(arguments, server, engine, pins, msisdns, console)
-            return generation, run, pgbench_tps, verify_redemptions(run, engine, console)
+            )
+            pgbench, run = around(redemptions)
+            return generation, run, pgbench, verify_redemptions(run, engine, console)
         finally:
             engine.dispose()
 
 
 def print_redemptions(
-    arguments: argparse.Namespace, run: RedemptionRun, pgbench_tps: float, console: Console
+    arguments: argparse.Namespace, run: RedemptionRun, pgbench: Baseline, console: Console
 ) -> None:
+    pgbench_tps = pgbench.transactions_per_second
     milliseconds = [value * 1000 for value in run.latencies_seconds]
     p50, p99 = percentile(milliseconds, 0.5), percentile(milliseconds, 0.99)
     print_ratio_table(
@@ -919,7 +927,7 @@ def print_redemptions(
             "pgbench tpcb-like",
             pgbench_tps,
             unit="tps",
-            note=f"{arguments.clients} clients, -j 2, scale {PGBENCH_SCALE}",
+            note=pgbench.note(arguments.clients, PGBENCH_SCALE),
         ),
         [
             Figure(
@@ -957,20 +965,20 @@ def main(argv: list[str] | None = None) -> None:
     generations: list[Generation] = []
     problems: list[str] = []
     run: RedemptionRun | None = None
-    pgbench_tps = 0.0
+    pgbench: Baseline | None = None
     # Everything holding PINs (exports, the SQLite file) lives here and is deleted at the end.
     with tempfile.TemporaryDirectory(prefix="airtime_bench_vouchers_") as scratch_name:
         scratch = Path(scratch_name)
         if not arguments.skip_sqlite:
             generations.append(sqlite_phase(arguments, secret, scratch, console))
         if not arguments.skip_postgres:
-            generation, run, pgbench_tps, problems = postgres_phases(arguments, secret, scratch, console)
+            generation, run, pgbench, problems = postgres_phases(arguments, secret, scratch, console)
             generations.append(generation)
     print_generation(generations, console)
     for result in generations:
         problems += [f"{result.database} generation: {problem}" for problem in result.problems]
-    if run is not None:
-        print_redemptions(arguments, run, pgbench_tps, console)
+    if run is not None and pgbench is not None:
+        print_redemptions(arguments, run, pgbench, console)
     if problems:
         raise SystemExit("The run is void:\n" + "\n".join(problems))
 
