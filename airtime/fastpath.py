@@ -995,6 +995,30 @@ RETURNING a.id, a.balance_minor
     )
 
 
+def _line_guard(*, after: str, validity: str, balance: str) -> str:
+    """The CTE ``guard``: the line ($17) and its main balance locked, once the CTE ``after``
+    has a row, if the line is active and its validity and balance are still ``validity`` and
+    ``balance`` (the parameters holding what was read); one row, or none."""
+    return "".join(
+        (
+            """
+guard AS (
+  SELECT l.id AS guarded_line_id
+    FROM """,
+            after,
+            """, lines l JOIN ledger_accounts a ON a.id = l.main_account_id
+   WHERE l.id = $17 AND l.state = 'active' AND l.validity_date IS NOT DISTINCT FROM """,
+            validity,
+            """::date
+     AND a.balance_minor = """,
+            balance,
+            """
+   FOR NO KEY UPDATE OF l, a
+),""",
+        )
+    )
+
+
 # After a ``pay`` CTE locking the payment (reference $26, amount, currency), a "paid" event
 # as one statement, on what :data:`_READ_PAID` read: the order locked if it is still payable
 # ($1, $27 provider, $29 payable states), then its line and balance if their state, validity
@@ -1002,20 +1026,18 @@ RETURNING a.id, a.balance_minor
 # id, $30 type, $31 payload, $32 when) and, only if it was new, the order credited with its
 # receipt ($2-$6) and the credit. Otherwise nothing is written and no row comes back. (Locks
 # in the ORM path's order: payment, order, line, balances.)
-_WRITE_PAID = """
+_WRITE_PAID = "".join(
+    (
+        """
 ord AS (
   SELECT o.id FROM topup_orders o JOIN pay ON true
    WHERE o.id = $1 AND o.payment_provider = $27 AND o.payment_reference = $26
      AND o.status = ANY($29::varchar[]) AND o.bundle_id IS NULL
      AND o.amount_minor = pay.amount_minor AND o.currency = pay.currency
    FOR NO KEY UPDATE OF o
-), guard AS (
-  SELECT l.id AS guarded_line_id
-    FROM ord, lines l JOIN ledger_accounts a ON a.id = l.main_account_id
-   WHERE l.id = $17 AND l.state = 'active' AND l.validity_date IS NOT DISTINCT FROM $33::date
-     AND a.balance_minor = $34
-   FOR NO KEY UPDATE OF l, a
-), ev AS (
+),""",
+        _line_guard(after="ord", validity="$33", balance="$34"),
+        """ ev AS (
   INSERT INTO payment_events (provider, event_id, event_type, payment_reference, outcome, order_id,
          payload, occurred_at, received_at)
   SELECT $27, $28, $30, $26, 'succeeded', $1, $31::json, $32, $2 FROM guard
@@ -1025,7 +1047,9 @@ ord AS (
   UPDATE topup_orders SET status = 'credited', paid_at = $2, payment_method = $3, failure_code = '',
          credited_at = $2, receipt_number = $4, balance_after_minor = $5, validity_after = $6
     FROM ev WHERE topup_orders.id = $1
-),"""
+),""",
+    )
+)
 
 # The sandbox's payment approved, with its order's event.
 _WRITE_SANDBOX_PAID = "".join(
@@ -1071,13 +1095,9 @@ WITH v0 AS (
      AND NOT EXISTS (SELECT 1 FROM voucher_locks k
                       WHERE k.key IN ('line:' || $17::bigint, $47) AND k.locked_until > $2)
    FOR NO KEY UPDATE OF v
-), guard AS (
-  SELECT l.id AS guarded_line_id
-    FROM v0, lines l JOIN ledger_accounts a ON a.id = l.main_account_id
-   WHERE l.id = $17 AND l.state = 'active' AND l.validity_date IS NOT DISTINCT FROM $48::date
-     AND a.balance_minor = $49
-   FOR NO KEY UPDATE OF l, a
-), won AS (
+),""",
+        _line_guard(after="v0", validity="$48", balance="$49"),
+        """ won AS (
   UPDATE vouchers SET state = $43, state_changed_at = $2, redeemed_line_id = $17, redeemed_order_id = $1
     FROM guard WHERE vouchers.id = $38
 ), o AS (

@@ -252,13 +252,7 @@ def test_simultaneous_approvals_and_redemptions_credit_once(postgres_engine, pos
         factory = make_session_factory(postgres_engine)
 
         async def race() -> tuple[list[Any], list[Any]]:
-            status, _, _ = await fast_path.create_topup(
-                _scope("/api/v1/topups", [(b"idempotency-key", b"race"), JSON]),
-                b'{"msisdn": "+447911123456", "amount_minor": 2000}',
-            )
-            assert status == 201
-            with unit_of_work(factory) as session:
-                reference = session.scalar(select(TopupOrder.payment_reference))
+            reference = await _start_topup(fast_path, factory, key=b"race")
             form = f"decision=approve&csrf_token={token}".encode()
             approve_headers = [
                 (b"content-type", b"application/x-www-form-urlencoded"),
@@ -409,13 +403,7 @@ def test_an_approval_whose_line_moved_after_its_read_writes_nothing(
 
         async def create_then_approve() -> tuple[str, int | str]:
             try:
-                status, _, _ = await fast_path.create_topup(
-                    _scope("/api/v1/topups", [(b"idempotency-key", b"moved"), JSON]),
-                    b'{"msisdn": "+447911123456", "amount_minor": 2000}',
-                )
-                assert status == 201
-                with unit_of_work(factory) as session:
-                    reference = session.scalar(select(TopupOrder.payment_reference))
+                reference = await _start_topup(fast_path, factory, key=b"moved")
                 monkeypatch.setattr(fastpath_module, "validity_after_topup", move_then_compute)
                 form = f"decision=approve&csrf_token={token}".encode()
                 outcome = await _outcome(
@@ -469,6 +457,17 @@ async def _outcome(call: Any) -> int | str:
 
 def _scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
     return {"type": "http", "method": "POST", "path": path, "headers": headers, "client": ("10.0.0.9", 5000)}
+
+
+async def _start_topup(fast_path: FastPath, factory: Any, *, key: bytes) -> str:
+    """A £20 API top-up started through the fast path; its sandbox payment's reference."""
+    status, _, _ = await fast_path.create_topup(
+        _scope("/api/v1/topups", [(b"idempotency-key", key), JSON]),
+        b'{"msisdn": "+447911123456", "amount_minor": 2000}',
+    )
+    assert status == 201
+    with unit_of_work(factory) as session:
+        return str(session.scalar(select(TopupOrder.payment_reference)))
 
 
 def _csrf_pair(settings: Settings) -> tuple[str, str]:
