@@ -373,7 +373,7 @@ class FastPath:
         client = scope.get("client")
         ip_address = client[0] if client else None
         scope_name = f"api-redeem:ip:{ip_address or '-'}"
-        now = utcnow()
+        now, day = utcnow(), today()
         pool = await self.pool()
         # No transaction: one read, then one statement that writes only if what was read still
         # holds (or nothing: the app answers then, as for any refusal).
@@ -383,7 +383,7 @@ class FastPath:
                 normalized,
                 hash_pin(self.pin_key, digits),
                 now,
-                today(),
+                day,
                 scope_name,
                 key,
                 f"ip:{ip_address}" if ip_address else "",
@@ -422,11 +422,11 @@ class FastPath:
                 won,
                 funding_code=_operator_code(AccountKind.VOUCHER_LIABILITY, order.currency),
                 validity=validity_after_days(
-                    plan, current=won["validity_date"], today=today(), days=validity_days
+                    plan, current=won["validity_date"], today=day, days=validity_days
                 )
                 if validity_days is not None
                 else validity_after_topup(
-                    plan, current=won["validity_date"], today=today(), amount_minor=order.amount_minor
+                    plan, current=won["validity_date"], today=day, amount_minor=order.amount_minor
                 ),
                 now=now,
                 statement=_WRITE_REDEMPTION,
@@ -451,8 +451,7 @@ class FastPath:
                     VoucherState.REDEEMED,
                     f"{Channel.VOUCHER}:ip {ip_address or '-'}",
                     f"line {order.msisdn}, order {order.public_id}",
-                    today(),
-                    f"ip:{ip_address}" if ip_address else "",
+                    day,
                     won["validity_date"],
                     won["main_balance_minor"],
                 ),
@@ -473,7 +472,7 @@ class FastPath:
         event_type: str,
         payload: str,
         occurred_at: datetime,
-        amount: tuple[int | None, str | None] | None = None,
+        amount: tuple[int | None, str | None] | tuple[()] = (),
         method: str,
         now: datetime,
     ) -> asyncpg.Record:
@@ -484,9 +483,7 @@ class FastPath:
         payable = list(OrderStatus.PAYABLE)
         pool = await self.pool()
         async with pool.acquire() as connection:
-            found = await connection.fetchrow(
-                read, reference, provider, payable, event_id, *(amount if amount is not None else ())
-            )
+            found = await connection.fetchrow(read, reference, provider, payable, event_id, *amount)
             if found is None:
                 raise HandOver  # unknown, a duplicate, a mismatch, a bundle or a line not active
             order = _order(found)
@@ -517,7 +514,7 @@ class FastPath:
                     occurred_at,
                     found["validity_date"],
                     found["main_balance_minor"],
-                    *(amount if amount is not None else ()),
+                    *amount,
                 ),
             )
         wake_senders.set()
@@ -1078,13 +1075,13 @@ WITH pay AS (SELECT $35::bigint AS amount_minor, $36::varchar AS currency),""",
     )
 )
 
-# A redemption as one statement, on what :data:`_READ_REDEMPTION` read: the voucher is locked
-# if it is still good (a simultaneous redemption of the PIN waits here, then finds it used),
-# then the line and its balance if their state, validity and balance are still the ones read
-# ($17, $48, $49); only then is anything written: the voucher redeemed, the order once,
-# credited ($26-$37), the redemption in the voucher's attempts and events ($38-$45), and the
-# credit. Otherwise nothing is, and no row comes back. (Locks in the ORM path's order:
-# voucher, then line.)
+# A redemption as one statement, on what :data:`_READ_REDEMPTION` read: the voucher is
+# locked if it is still good on $46 (today) and no key of the attempt ($40) is locked out (a
+# simultaneous redemption of the PIN waits here, then finds it used), then the line and its
+# balance if their state, validity and balance are still the ones read ($17, $47, $48). Only
+# then is anything written: the voucher redeemed, the order once, credited ($26-$37), the
+# redemption in the voucher's attempts and events ($38-$45), and the credit. Otherwise
+# nothing is, and no row comes back. (Locks in the ORM path's order: voucher, then line.)
 _WRITE_REDEMPTION = "".join(
     (
         """
@@ -1093,10 +1090,10 @@ WITH v0 AS (
    WHERE v.id = $38 AND v.state = $42 AND v.expires_on >= $46
      AND NOT EXISTS (SELECT 1 FROM topup_orders o WHERE o.idempotency_scope = $27 AND o.idempotency_key = $28)
      AND NOT EXISTS (SELECT 1 FROM voucher_locks k
-                      WHERE k.key IN ('line:' || $17::bigint, $47) AND k.locked_until > $2)
+                      WHERE k.key = ANY($40::varchar[]) AND k.locked_until > $2)
    FOR NO KEY UPDATE OF v
 ),""",
-        _line_guard(after="v0", validity="$48", balance="$49"),
+        _line_guard(after="v0", validity="$47", balance="$48"),
         """ won AS (
   UPDATE vouchers SET state = $43, state_changed_at = $2, redeemed_line_id = $17, redeemed_order_id = $1
     FROM guard WHERE vouchers.id = $38

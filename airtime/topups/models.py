@@ -25,7 +25,10 @@ class OrderStatus:
     CREDITED_ONCE = (CREDITED, REFUNDED)
 
 
-CREDITED_ONCE_WHERE = "status IN ('credited', 'refunded')"
+# The same as SQL, for the partial index of credited orders and the queries that use it.
+CREDITED_ONCE_WHERE = "status IN ({})".format(
+    ", ".join(f"'{status}'" for status in OrderStatus.CREDITED_ONCE)
+)
 
 
 class Channel:

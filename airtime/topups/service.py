@@ -1006,7 +1006,7 @@ def receipt_messages(order: TopupOrder, context: dict[str, Any], *, email: str) 
 
 
 def resend_receipt(session: Session, *, order: TopupOrder, settings: Settings, recipient: str) -> None:
-    if order.status not in (OrderStatus.CREDITED, OrderStatus.REFUNDED):
+    if order.status not in OrderStatus.CREDITED_ONCE:
         raise Conflict("Only a credited top-up has a receipt.")
     enqueue(
         session,
