@@ -89,13 +89,15 @@ def background_jobs(
 
 
 def serve_app() -> FastAPI:
-    """The app as a server process builds it (uvicorn's factory, in each worker).
+    """The app as a server process builds it (uvicorn's factory, in each worker)."""
+    return frozen_for_serving(create_app())
 
-    What exists once it is built (modules, routes, the ORM's metadata, templates) lives as
-    long as the process, so it is moved out of the garbage collector's way: otherwise every
-    full collection walks those objects again, a few percent of the CPU of a busy worker.
-    """
-    app = create_app()
+
+def frozen_for_serving(app: FastAPI) -> FastAPI:
+    """``app``, with what exists once it is built (modules, routes, the ORM's metadata,
+    templates) moved out of the garbage collector's way: it lives as long as the process,
+    and otherwise every full collection walks it again, a few percent of the CPU of a busy
+    worker."""
     gc.collect()
     gc.freeze()
     return app

@@ -24,12 +24,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 DEFAULT_ADMIN_URL = os.environ.get(
     "AIRTIME_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -154,6 +154,9 @@ def run_pgbench(
     return PgbenchResult(transactions_per_second=float(match.group(1)), output=completed.stdout)
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
 class Baseline:
     """pgbench's tps measured before and after the phase it is the baseline of: this machine's
@@ -175,23 +178,55 @@ class Baseline:
 
 
 def pgbench_around(
-    server_url: str, *, clients: int, seconds: float, scale: int, console: Console
-) -> Callable[[Callable[[], Any]], tuple[Baseline, Any]]:
+    phase: Callable[[], T], *, server_url: str, clients: int, seconds: float, scale: int, console: Console
+) -> tuple[Baseline, T]:
     """Run pgbench in a throwaway database before and after ``phase()``: (baseline, its result)."""
 
     def once(when: str) -> float:
-        console.print(
-            f"pgbench {when}: -i -s {scale}, then tpcb-like with {clients} clients for {seconds:g} s …"
-        )
+        console.print(f"pgbench {when}: -i -s {scale}, tpcb-like with {clients} clients for {seconds:g} s …")
         with throwaway_database(server_url, "airtime_bench_pgbench") as url:
             return run_pgbench(url, clients=clients, seconds=seconds, scale=scale).transactions_per_second
 
-    def around(phase: Callable[[], Any]) -> tuple[Baseline, Any]:
-        before = once("before")
-        result = phase()
-        return Baseline(before=before, after=once("after")), result
+    before = once("before")
+    result = phase()
+    return Baseline(before=before, after=once("after")), result
 
-    return around
+
+def make_history(
+    count: int, clients: int, one: Callable[[int], str], *, engine: Engine, console: Console, what: str
+) -> list[list[str]]:
+    """``count`` operations (``one(client)``, spread over ``clients`` threads) before the clock
+    starts, then ANALYZE; what each client's operations returned.
+
+    An operator's database has history, and PostgreSQL plans for what its statistics say. On
+    tables just created the statistics say "empty", and a plan cached then (a foreign key's
+    check, a prepared statement) scans the whole table, which grows with every operation,
+    until autovacuum analyzes it a minute or so later: three such scans per redemption were
+    once most of PostgreSQL's time. What would be measured is that first minute, not the
+    service. ANALYZE also makes every cached plan be made again."""
+    made: list[list[str]] = [[] for _ in range(clients)]
+    if count <= 0:
+        return made
+    console.print(f"history: {count:,} {what} before the clock starts, then ANALYZE …")
+    failed: list[str] = []
+
+    def make(number: int) -> None:
+        try:
+            for _ in range(count // clients + (number < count % clients)):
+                made[number].append(one(number))
+        except Exception as error:  # noqa: BLE001 - reported below, in the main thread
+            failed.append(f"{type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=make, args=(number,)) for number in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failed:
+        raise RuntimeError(f"the history failed: {failed[0]}")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("ANALYZE"))
+    return made
 
 
 @dataclass(frozen=True)
@@ -275,10 +310,9 @@ class ResponseHeaders:
         wanted = name.lower()
         return next((value for key, value in self._fields if key.lower() == wanted), default)
 
-    def get_all(self, name: str, default: list[str] | None = None) -> list[str]:
+    def get_all(self, name: str) -> list[str]:
         wanted = name.lower()
-        found = [value for key, value in self._fields if key.lower() == wanted]
-        return found or (default if default is not None else [])
+        return [value for key, value in self._fields if key.lower() == wanted]
 
 
 class KeepAliveClient:

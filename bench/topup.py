@@ -10,11 +10,12 @@ One top-up is what a customer's payment makes happen, over HTTP against a real s
    line (ledger transfer, validity, receipt SMS in the outbox) within that request.
 Latency is measured from the start of 1 to the end of 2. Each client thread holds one
 keep-alive connection (``bench.common.KeepAliveClient``: a plain socket, one ``sendall`` per
-request, byte searches for the response); it fetches the sandbox page once, before the clock starts, for the
-``airtime_csrf`` cookie and its token, and sends them with every later request (the cookie
-as an explicit ``Cookie`` header; double-submit scheme). The load generator is this lean on
-purpose: it runs on the same 2 cores as the server and PostgreSQL, and one request through
-an ``httpx.Client`` cost about 1 ms of client CPU, taken from the server being measured.
+request, byte searches for the response); it fetches the sandbox page once, before the
+clock starts, for the ``airtime_csrf`` cookie and its token, and sends them with every
+later request (the cookie as an explicit ``Cookie`` header; double-submit scheme). The load
+generator is this lean on purpose: it runs on the same 2 cores as the server and PostgreSQL,
+and one request through an ``httpx.Client`` cost about 1 ms of client CPU, taken from the
+server being measured.
 Redirects are not followed (approve only needs its 303). Setup, the status read-backs and
 the other calls outside the timed phase still use httpx.
 
@@ -23,7 +24,7 @@ Phases, each on its own throwaway database (dropped at the end):
 2. top-ups: migrate, create a plan, a GBP amount rule and --lines lines, start
    ``uvicorn bench.topup:app_factory --factory --workers W`` as a separate process, warm up,
    make --history top-ups and ANALYZE (a database in use has history and statistics; see
-   ``make_history``), then run the clients for --seconds;
+   ``bench.common.make_history``), then run the clients for --seconds;
 3. pgbench again. The ratio is to the mean of 1 and 3: this machine's speed drifts.
 Only credited top-ups count: after the run the database must hold exactly one credited order
 for every top-up the clients completed (and no other order in any other state), a random
@@ -43,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
 import json
 import os
 import pstats
@@ -77,7 +77,7 @@ from sqlalchemy import Engine, event, func, select, text
 
 from airtime.accounts.models import Plan
 from airtime.accounts.service import add_line
-from airtime.app import create_app
+from airtime.app import create_app, frozen_for_serving
 from airtime.clock import today, utcnow
 from airtime.config import Settings
 from airtime.db.migrate import upgrade
@@ -91,6 +91,7 @@ from bench.common import (
     check_common_arguments,
     machine_cpu_ticks,
     make_console,
+    make_history,
     percentile,
     pgbench_around,
     print_ratio_table,
@@ -131,10 +132,7 @@ def app_factory() -> FastAPI:
         _install_sql_trace(app)
     if os.environ.get(CPROFILE_ENVIRONMENT):
         _install_cprofile(app, Path(os.environ[CPROFILE_ENVIRONMENT]))
-    # As airtime.app.serve_app does for a server process.
-    gc.collect()
-    gc.freeze()
-    return app
+    return frozen_for_serving(app)
 
 
 def _install_cprofile(app: FastAPI, output: Path) -> None:
@@ -441,6 +439,13 @@ def approve(customer: Customer, public_id: str, payment_url: str) -> None:
         raise TopupFailed(f"approve answered {status}: {_text(content)}")
 
 
+def complete_topup(customer: Customer, msisdns: list[str], run_id: str) -> str:
+    """Steps 1 and 2: one top-up credited; its public id."""
+    public_id, payment_url = create_topup(customer, msisdns, run_id)
+    approve(customer, public_id, payment_url)
+    return public_id
+
+
 def _cookie_header(customer: Customer) -> dict[str, str]:
     if not customer.cookies:
         return {}
@@ -462,7 +467,7 @@ def open_customer(number: int, base_url: str, msisdns: list[str], run_id: str) -
     status, headers, content = customer.client.get(payment_url)
     match = _CSRF_PATTERN.search(content.decode())
     jar = SimpleCookie()
-    for value in headers.get_all("Set-Cookie", []):
+    for value in headers.get_all("Set-Cookie"):
         jar.load(value)
     # The cookies exactly as the server set them (what a browser, and httpx, sends back).
     customer.cookies = {name: morsel.coded_value for name, morsel in jar.items()}
@@ -489,40 +494,6 @@ class TopupRun:
     transactions: int
 
 
-def make_history(
-    customers: list[Customer], msisdns: list[str], run_id: str, count: int, engine: Engine, console: Console
-) -> list[str]:
-    """``count`` top-ups through HTTP before the clock starts, then ANALYZE; their public ids.
-
-    An operator's database has history, and PostgreSQL plans for what its statistics say. On
-    tables just created the statistics say "empty", and a plan cached then (a foreign key's
-    check, a prepared statement) scans the whole table, which grows with every top-up, until
-    autovacuum analyzes it a minute or so later: what would be measured is that first
-    minute, not the service. ANALYZE also makes every cached plan be made again."""
-    if count <= 0:
-        return []
-    console.print(f"history: {count:,} top-ups before the clock starts, then ANALYZE …")
-    made: list[list[str]] = [[] for _ in customers]
-
-    def make(number: int) -> None:
-        for _ in range(count // len(customers) + (number < count % len(customers))):
-            public_id, payment_url = create_topup(customers[number], msisdns, run_id)
-            approve(customers[number], public_id, payment_url)
-            made[number].append(public_id)
-
-    threads = [threading.Thread(target=make, args=(number,)) for number in range(len(customers))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    public_ids = [public_id for ids in made for public_id in ids]
-    if len(public_ids) != count:
-        raise TopupFailed(f"the history made {len(public_ids):,} of {count:,} top-ups")
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text("ANALYZE"))
-    return public_ids
-
-
 def run_topups(
     arguments: argparse.Namespace, server: Server, engine: Engine, msisdns: list[str], console: Console
 ) -> TopupRun:
@@ -539,17 +510,22 @@ def run_topups(
         # A few more top-ups per client so every worker has its connections and caches warm.
         for customer in customers:
             for _ in range(3):
-                public_id, payment_url = create_topup(customer, msisdns, run_id)
-                approve(customer, public_id, payment_url)
-                warm_up_ids.append(public_id)
-        warm_up_ids += make_history(customers, msisdns, run_id, arguments.history, engine, console)
+                warm_up_ids.append(complete_topup(customer, msisdns, run_id))
+        history = make_history(
+            arguments.history,
+            len(customers),
+            lambda number: complete_topup(customers[number], msisdns, run_id),
+            engine=engine,
+            console=console,
+            what="top-ups",
+        )
+        warm_up_ids += [public_id for made in history for public_id in made]
 
         def one_topup(number: int) -> int:
             customer = customers[number]
             started = time.perf_counter()
             try:
-                public_id, payment_url = create_topup(customer, msisdns, run_id)
-                approve(customer, public_id, payment_url)
+                public_id = complete_topup(customer, msisdns, run_id)
             except Exception as error:
                 with errors_lock:
                     if len(errors) < ERRORS_KEPT_MAX:
@@ -821,14 +797,14 @@ def main(argv: list[str] | None = None) -> None:
         with throwaway_database(server_url, "airtime_bench_topup") as url:
             return measure(arguments, url, console)
 
-    around = pgbench_around(
-        server_url,
+    pgbench, (run, problems) = pgbench_around(
+        topups,
+        server_url=server_url,
         clients=arguments.clients,
         seconds=arguments.seconds,
         scale=arguments.pgbench_scale,
         console=console,
     )
-    pgbench, (run, problems) = around(topups)
 
     per_second = run.topups / run.elapsed_seconds if run.elapsed_seconds else 0.0
     milliseconds = [value * 1000 for value in run.latencies_seconds]

@@ -24,13 +24,13 @@ Phases (the SQLite file, PIN exports and PostgreSQL databases are all throwaway)
    a CHECKPOINT (if allowed), so phase 2's writes do not land in the timed phase; then
    ``pgbench -i -s 10`` + TPC-B-like with --clients clients in a throwaway database for the
    baseline (again after the redemptions: the ratio is to the mean of both, as this
-   machine's speed drifts); then ``uvicorn bench.vouchers:app_factory --factory --workers W`` as a separate
-   process and --clients threads, each with one keep-alive connection, POSTing
+   machine's speed drifts); then ``uvicorn bench.vouchers:app_factory --factory --workers W``
+   as a separate process and --clients threads, each with one keep-alive connection, POSTing
    ``/api/v1/vouchers/redeem`` {"pin", "msisdn"} with a fresh Idempotency-Key, every PIN
    once (as printed: groups of four), onto a random line of its own. 201 with status
    "credited" counts. Each client redeems 3 PINs before the clock starts (warm-up),
    then --history redemptions are made and ANALYZE runs (a database in use has history
-   and statistics; see ``make_history``).
+   and statistics; see ``bench.common.make_history``).
    The load generator is lean on purpose: ``bench.common.KeepAliveClient`` on a plain
    socket, not httpx, because it runs on the same 2 cores as the server
    and PostgreSQL, and one request through an ``httpx.Client`` cost about 1 ms of client
@@ -79,7 +79,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from airtime.accounts.models import Plan
 from airtime.accounts.service import add_line
-from airtime.app import create_app
+from airtime.app import create_app, frozen_for_serving
 from airtime.clock import today, utcnow
 from airtime.config import Settings
 from airtime.db.migrate import upgrade
@@ -98,6 +98,7 @@ from bench.common import (
     check_common_arguments,
     machine_cpu_ticks,
     make_console,
+    make_history,
     percentile,
     pgbench_around,
     print_ratio_table,
@@ -294,7 +295,7 @@ def check_generation(
 
 def app_factory() -> FastAPI:
     """The app as uvicorn's ``--factory`` builds it in each worker: settings from AIRTIME_*."""
-    return create_app(Settings(), run_background_jobs=False)
+    return frozen_for_serving(create_app(Settings(), run_background_jobs=False))
 
 
 def free_port() -> int:
@@ -545,40 +546,6 @@ def redeem_one(client: Client, run_id: str) -> str:
     return str(body["id"])
 
 
-def make_history(clients: list[Client], run_id: str, count: int, engine: Engine, console: Console) -> None:
-    """``count`` redemptions through HTTP before the clock starts (kept with each client's
-    warm-up ids), then ANALYZE.
-
-    An operator's database has history, and PostgreSQL plans for what its statistics say. On
-    tables just created the statistics say "empty" (the VACUUM ANALYZE after generation saw
-    no orders and no transfers), and a plan cached then (a foreign key's check, a prepared
-    statement) scans the whole table, which grows with every redemption, until autovacuum
-    analyzes it a minute or so later: three such scans per redemption were once most of
-    PostgreSQL's time here. ANALYZE also makes every cached plan be made again."""
-    if count <= 0:
-        return
-    console.print(f"history: {count:,} redemptions before the clock starts, then ANALYZE …")
-    failed: list[str] = []
-
-    def make(number: int) -> None:
-        client = clients[number]
-        try:
-            for _ in range(count // len(clients) + (number < count % len(clients))):
-                client.warm_up_ids.append(redeem_one(client, run_id))
-        except Exception as error:  # noqa: BLE001 - reported below, in the main thread
-            failed.append(f"{type(error).__name__}: {error}")
-
-    threads = [threading.Thread(target=make, args=(number,)) for number in range(len(clients))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failed:
-        raise RedeemFailed(f"the history failed: {failed[0]}")
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text("ANALYZE"))
-
-
 def run_redemptions(
     arguments: argparse.Namespace,
     server: Server,
@@ -635,7 +602,16 @@ def run_redemptions(
         return 1
 
     try:
-        make_history(clients, run_id, arguments.history, engine, console)
+        history = make_history(
+            arguments.history,
+            count,
+            lambda number: redeem_one(clients[number], run_id),
+            engine=engine,
+            console=console,
+            what="redemptions",
+        )
+        for client, made in zip(clients, history, strict=True):
+            client.warm_up_ids += made
         workers = server.worker_pids()
         database = processes(command="postgres")
         report_machine_load(console, "redemptions")
@@ -902,14 +878,14 @@ def postgres_phases(
                 ) as server:
                     return run_redemptions(arguments, server, engine, pins, msisdns, console)
 
-            around = pgbench_around(
-                server_url,
+            pgbench, run = pgbench_around(
+                redemptions,
+                server_url=server_url,
                 clients=arguments.clients,
                 seconds=arguments.seconds,
                 scale=PGBENCH_SCALE,
                 console=console,
             )
-            pgbench, run = around(redemptions)
             return generation, run, pgbench, verify_redemptions(run, engine, console)
         finally:
             engine.dispose()
