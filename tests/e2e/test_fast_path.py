@@ -15,6 +15,7 @@ import time_machine
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, text
 
+import airtime.fastpath as fastpath_module
 from airtime.accounts.models import Line
 from airtime.app import create_app
 from airtime.config import Settings
@@ -307,8 +308,6 @@ def test_a_redemption_whose_facts_changed_after_its_read_writes_nothing(
     """A redemption reads without locks, then writes in one statement only if what it read
     still holds: a line whose validity moved, or a voucher blocked, in between is handed
     over with nothing written; the app then redeems on the new facts (or refuses)."""
-    import airtime.fastpath as fastpath_module
-
     settings = _settings(postgres_url, tmp_path, fast_path=True)
     try:
         pins = _prepare(postgres_engine, settings, tmp_path)
@@ -377,8 +376,6 @@ def test_an_approval_whose_line_moved_after_its_read_writes_nothing(
     the line are still as read: a validity that moved in between hands it over with nothing
     written (payment pending, no event, order awaiting payment); the app then credits it on
     the new date."""
-    import airtime.fastpath as fastpath_module
-
     settings = _settings(postgres_url, tmp_path, fast_path=True)
     try:
         _prepare(postgres_engine, settings, tmp_path)
@@ -409,7 +406,7 @@ def test_an_approval_whose_line_moved_after_its_read_writes_nothing(
                 outcome = await _outcome(
                     fast_path.approve_sandbox(_scope(f"/sandbox/pay/{reference}", headers), form)
                 )
-                return str(reference), outcome
+                return reference, outcome
             finally:
                 await fast_path.close()
 
