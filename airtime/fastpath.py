@@ -26,7 +26,9 @@ import asyncio
 import hmac
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -45,6 +47,7 @@ from airtime.accounts.service import normalize_email
 from airtime.api.v1.topups import order_out
 from airtime.clock import today, utcnow
 from airtime.config import Settings
+from airtime.db.base import as_read
 from airtime.errors import AppError
 from airtime.i18n import require_language
 from airtime.ledger.models import AccountKind
@@ -70,6 +73,11 @@ SANDBOX_PAY_PREFIX = "/sandbox/pay/"
 WEBHOOKS_PREFIX = "/webhooks/"
 SANDBOX_METHOD = "sandbox card"
 _POOL_CONNECTIONS_MIN = 2
+_PAYABLE = list(OrderStatus.PAYABLE)
+# Top-ups started here and kept for their approval (see :class:`_Started`): at most so many,
+# for so long (an approval later than that reads what it needs again).
+_STARTED_KEPT_MAX = 4_096
+_STARTED_KEPT_SECONDS = 300.0
 log = structlog.get_logger(__name__)
 FAST_PATH = Counter(
     "airtime_fast_path_requests_total",
@@ -80,6 +88,37 @@ FAST_PATH = Counter(
 
 class HandOver(Exception):
     """Not the common case: the app answers this request."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Started:
+    """A top-up this process started, kept for its approval, which usually follows on the same
+    keep-alive connection: the order and ``facts``, its line and plan as the quote read them
+    (by the names of :data:`_READ_PAID`'s columns). The approval then writes in one statement
+    without reading them again; that statement checks every fact it relies on that can change
+    (the payment, the order, the line's state, validity, balance and plan), so a stale one
+    costs a read, never a wrong credit."""
+
+    order: TopupOrder
+    facts: Mapping[str, Any]
+    kept_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class _PaidEvent:
+    """A "paid" event as its crediting statement ``write`` takes it (``amount`` is a
+    provider's amount and currency, empty for the sandbox, whose payment row holds them)."""
+
+    write: str
+    reference: str
+    provider: str
+    event_id: str
+    event_type: str
+    payload: str
+    occurred_at: datetime
+    method: str
+    now: datetime
+    amount: tuple[int | None, str | None] | tuple[()] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +162,8 @@ class FastPath:
         self._pool_loop: asyncio.AbstractEventLoop | None = None
         # Operator accounts are never renumbered: their ids are kept once read.
         self._accounts: dict[str, int] = {}
+        # By payment reference, oldest first.
+        self._started: OrderedDict[str, _Started] = OrderedDict()
         # Called with each new pool connection (e.g. to add a query logger when tracing).
         self.on_connect: list[Callable[[asyncpg.Connection], None]] = []
 
@@ -196,7 +237,8 @@ class FastPath:
             found = await connection.fetchrow(_TOPUP_QUOTE, normalized, now, amount)
             if found is None or found["state"] == LineState.TERMINATED or found["denominations"] is None:
                 raise HandOver
-            rule = AmountRule(
+            rule = as_read(
+                AmountRule,
                 currency=found["currency"],
                 denominations=json.loads(found["denominations"]),
                 amount_min_minor=found["amount_min_minor"],
@@ -210,7 +252,8 @@ class FastPath:
                 channel=Channel.API,
                 topped_up_before=lambda: bool(found["topped_up_before"]),
             )
-            order = TopupOrder(
+            order = as_read(
+                TopupOrder,
                 public_id=secrets.token_urlsafe(16),
                 idempotency_scope="api:anonymous",
                 idempotency_key=key,
@@ -269,7 +312,25 @@ class FastPath:
         if order_id is None:
             raise HandOver  # the key was used before: the app replays or refuses
         order.id = order_id
+        if found["state"] == LineState.ACTIVE:
+            self._keep_started(order, {**found, "return_url": request.return_url, "email": None})
         return _json_response(201, order_out(order, None).model_dump_json().encode())
+
+    def _keep_started(self, order: TopupOrder, facts: Mapping[str, Any]) -> None:
+        now = time.monotonic()
+        started = self._started
+        started[str(order.payment_reference)] = _Started(order, facts, now)
+        while (
+            len(started) > _STARTED_KEPT_MAX
+            or next(iter(started.values())).kept_at < now - _STARTED_KEPT_SECONDS
+        ):
+            started.popitem(last=False)
+
+    def _take_started(self, reference: str) -> _Started | None:
+        started = self._started.pop(reference, None)
+        if started is None or started.kept_at < time.monotonic() - _STARTED_KEPT_SECONDS:
+            return None
+        return started
 
     # --- the sandbox's approval ---------------------------------------------------------
 
@@ -292,15 +353,18 @@ class FastPath:
         now = utcnow()
         found = await self._credit_paid_event(
             _READ_SANDBOX_PAID,
-            _WRITE_SANDBOX_PAID,
-            reference=reference,
-            provider=self.sandbox.name,
-            event_id=f"{reference}:succeeded",
-            event_type="payment.succeeded",
-            payload="{}",
-            occurred_at=now,
-            method=SANDBOX_METHOD,
-            now=now,
+            _PaidEvent(
+                write=_WRITE_SANDBOX_PAID,
+                reference=reference,
+                provider=self.sandbox.name,
+                event_id=f"{reference}:succeeded",
+                event_type="payment.succeeded",
+                payload="{}",
+                occurred_at=now,
+                method=SANDBOX_METHOD,
+                now=now,
+            ),
+            started=self._take_started(reference),
         )
         return (
             303,
@@ -338,16 +402,18 @@ class FastPath:
         now = utcnow()
         await self._credit_paid_event(
             _READ_PROVIDER_PAID,
-            _WRITE_PROVIDER_PAID,
-            reference=event.reference,
-            provider=name,
-            event_id=event.event_id[:120],
-            event_type=event.event_type[:80],
-            payload=json.dumps(dict(event.payload)),
-            occurred_at=event.occurred_at,
-            amount=(event.amount_minor, event.currency),
-            method=event.method[:40],
-            now=now,
+            _PaidEvent(
+                write=_WRITE_PROVIDER_PAID,
+                reference=event.reference,
+                provider=name,
+                event_id=event.event_id[:120],
+                event_type=event.event_type[:80],
+                payload=json.dumps(dict(event.payload)),
+                occurred_at=event.occurred_at,
+                amount=(event.amount_minor, event.currency),
+                method=event.method[:40],
+                now=now,
+            ),
         )
         # As the app's webhook endpoint answers it (Starlette's compact JSON).
         answer = {"status": "processed", "change": "paid", "credited": True}
@@ -454,6 +520,7 @@ class FastPath:
                     day,
                     won["validity_date"],
                     won["main_balance_minor"],
+                    won["plan_id"],
                 ),
             )
         wake_senders.set()
@@ -462,69 +529,72 @@ class FastPath:
     # --- the one crediting step, as statements ------------------------------------------
 
     async def _credit_paid_event(
-        self,
-        read: str,
-        write: str,
-        *,
-        reference: str,
-        provider: str,
-        event_id: str,
-        event_type: str,
-        payload: str,
-        occurred_at: datetime,
-        amount: tuple[int | None, str | None] | tuple[()] = (),
-        method: str,
-        now: datetime,
-    ) -> asyncpg.Record:
-        """Store a "paid" event once, then pay and credit its order: one read, then one
-        statement that writes only if what was read still holds (``read`` and ``write`` are
-        the sandbox's or a provider's, which also sends the event's ``amount``); the row it
-        read, for the answer."""
-        payable = list(OrderStatus.PAYABLE)
+        self, read: str, event: _PaidEvent, *, started: _Started | None = None
+    ) -> Mapping[str, Any]:
+        """Store a "paid" event once, then pay and credit its order: one read (none if the
+        order was ``started`` here), then one statement that writes only if what was read still
+        holds (``read`` and the event's statement are the sandbox's or a provider's, which also
+        sends the event's amount); the facts it acted on, for the answer."""
         pool = await self.pool()
         async with pool.acquire() as connection:
-            found = await connection.fetchrow(read, reference, provider, payable, event_id, *amount)
+            found: Mapping[str, Any] | None = None
+            if started is not None:
+                try:
+                    await self._pay_and_credit(connection, started.order, started.facts, event)
+                    found = started.facts
+                except HandOver:
+                    pass  # something it relied on moved since the top-up started: read it all again
             if found is None:
-                raise HandOver  # unknown, a duplicate, a mismatch, a bundle or a line not active
-            order = _order(found)
-            order.payment_method = method
-            order.paid_at = now
-            await self._credit(
-                connection,
-                order,
-                found,
-                funding_code=_operator_code(
-                    AccountKind.PAYMENT_CLEARING, order.currency, qualifier=order.payment_provider
-                ),
-                validity=validity_after_topup(
-                    _plan(found),
-                    current=found["validity_date"],
-                    today=today(),
-                    amount_minor=order.amount_minor,
-                ),
-                now=now,
-                statement=write,
-                more=(
-                    reference,
-                    provider,
-                    event_id,
-                    payable,
-                    event_type,
-                    payload,
-                    occurred_at,
-                    found["validity_date"],
-                    found["main_balance_minor"],
-                    *amount,
-                ),
-            )
+                found = await connection.fetchrow(
+                    read, event.reference, event.provider, _PAYABLE, event.event_id, *event.amount
+                )
+                if found is None:
+                    raise HandOver  # unknown, a duplicate, a mismatch, a bundle or a line not active
+                await self._pay_and_credit(connection, _order(found), found, event)
         wake_senders.set()
         return found
+
+    async def _pay_and_credit(
+        self, connection: asyncpg.Connection, order: TopupOrder, found: Mapping[str, Any], event: _PaidEvent
+    ) -> None:
+        """The event's statement for ``order``, on the ``found`` facts of its line."""
+        order.payment_method = event.method
+        order.paid_at = event.now
+        await self._credit(
+            connection,
+            order,
+            found,
+            funding_code=_operator_code(
+                AccountKind.PAYMENT_CLEARING, order.currency, qualifier=order.payment_provider
+            ),
+            validity=validity_after_topup(
+                _plan(found),
+                current=found["validity_date"],
+                today=today(),
+                amount_minor=order.amount_minor,
+            ),
+            now=event.now,
+            statement=event.write,
+            more=(
+                event.reference,
+                event.provider,
+                event.event_id,
+                _PAYABLE,
+                event.event_type,
+                event.payload,
+                event.occurred_at,
+                found["validity_date"],
+                found["main_balance_minor"],
+                found["plan_id"],
+                *event.amount,
+            ),
+        )
 
     async def _credit(
         self,
         connection: asyncpg.Connection,
         order: TopupOrder,
-        found: asyncpg.Record,
+        found: Mapping[str, Any],
         *,
         funding_code: str,
         validity: date | None,
@@ -748,8 +818,9 @@ def _operator_code(kind: str, currency: str, *, qualifier: str = "") -> str:
     return ":".join(part for part in ("operator", kind, qualifier, currency.upper()) if part)
 
 
-def _plan(found: asyncpg.Record) -> Plan:
-    return Plan(
+def _plan(found: Mapping[str, Any]) -> Plan:
+    return as_read(
+        Plan,
         validity_rule=found["validity_rule"],
         validity_tiers=json.loads(found["validity_tiers"]),
         validity_days_max=found["validity_days_max"],
@@ -759,7 +830,8 @@ def _plan(found: asyncpg.Record) -> Plan:
 
 def _promotions(rows: str | None) -> list[Promotion]:
     return [
-        Promotion(
+        as_read(
+            Promotion,
             id=row["id"],
             kind=row["kind"],
             value=row["value"],
@@ -772,7 +844,8 @@ def _promotions(rows: str | None) -> list[Promotion]:
 
 
 def _order(found: asyncpg.Record) -> TopupOrder:
-    return TopupOrder(
+    return as_read(
+        TopupOrder,
         **{name: found[name] for name in _ORDER_COLUMNS},
         failure_code="",
     )
@@ -828,17 +901,22 @@ def _offers(now: str, amount: str) -> str:
 
 
 # The line behind a number with its plan, the amount rule of its currency and the
-# promotions running now (as JSON), and whether it was ever credited.
+# promotions running now (as JSON), and whether it was ever credited; with what crediting
+# needs of the line (kept for the approval, see :class:`_Started`).
 _TOPUP_QUOTE = "".join(
     (
         """
 SELECT l.id, l.msisdn, l.state, p.currency,
        r.denominations::text AS denominations, r.amount_min_minor, r.amount_max_minor, r.custom_allowed,
+       l.plan_id, l.validity_date, l.main_account_id, l.bonus_account_id,
+       a.balance_minor AS main_balance_minor, p.validity_rule, p.validity_tiers::text AS validity_tiers,
+       p.validity_days_max, p.activity_days,
 """,
         _offers("$2", "$3"),
         """
   FROM lines l
   JOIN plans p ON p.id = l.plan_id
+  JOIN ledger_accounts a ON a.id = l.main_account_id
   LEFT JOIN topup_amount_rules r ON r.currency = p.currency
  WHERE l.msisdn = $1 AND l.number_released_at IS NULL
  LIMIT 1
@@ -881,7 +959,7 @@ ord AS (
      AND o.amount_minor = pay.amount_minor AND o.currency = pay.currency
      AND NOT EXISTS (SELECT 1 FROM payment_events e WHERE e.provider = $2 AND e.event_id = $4)
 )
-SELECT ord.*, pay.return_url, l.state AS line_state, l.validity_date, l.main_account_id,
+SELECT ord.*, pay.return_url, l.state AS line_state, l.plan_id, l.validity_date, l.main_account_id,
        l.bonus_account_id, a.balance_minor AS main_balance_minor,
        p.validity_rule, p.validity_tiers::text AS validity_tiers, p.validity_days_max, p.activity_days,
        c.email
@@ -926,7 +1004,7 @@ _READ_REDEMPTION = "".join(
     (
         """
 SELECT v.id, v.serial, v.face_value_minor, v.batch_id, b.validity_days,
-       l.id AS line_id, l.msisdn, l.state AS line_state, l.validity_date, l.main_account_id,
+       l.id AS line_id, l.msisdn, l.state AS line_state, l.plan_id, l.validity_date, l.main_account_id,
        l.bonus_account_id, a.balance_minor AS main_balance_minor, p.currency,
        p.validity_rule, p.validity_tiers::text AS validity_tiers, p.validity_days_max, p.activity_days,
        NULL::varchar AS email,
@@ -992,10 +1070,11 @@ RETURNING a.id, a.balance_minor
     )
 
 
-def _line_guard(*, after: str, validity: str, balance: str) -> str:
+def _line_guard(*, after: str, validity: str, balance: str, plan: str) -> str:
     """The CTE ``guard``: the line ($17) and its main balance locked, once the CTE ``after``
-    has a row, if the line is active and its validity and balance are still ``validity`` and
-    ``balance`` (the parameters holding what was read); one row, or none."""
+    has a row, if the line is active and its validity, balance and plan are still
+    ``validity``, ``balance`` and ``plan`` (the parameters holding what was read); one row,
+    or none."""
     return "".join(
         (
             """
@@ -1009,6 +1088,8 @@ guard AS (
             """::date
      AND a.balance_minor = """,
             balance,
+            " AND l.plan_id = ",
+            plan,
             """
    FOR NO KEY UPDATE OF l, a
 ),""",
@@ -1018,8 +1099,8 @@ guard AS (
 
 # After a ``pay`` CTE locking the payment (reference $26, amount, currency), a "paid" event
 # as one statement, on what :data:`_READ_PAID` read: the order locked if it is still payable
-# ($1, $27 provider, $29 payable states), then its line and balance if their state, validity
-# and balance are still the ones read ($17, $33, $34); then the event stored once ($28 event
+# ($1, $27 provider, $29 payable states), then its line and balance if their state, validity,
+# balance and plan are still the ones read ($17, $33, $34, $35); then the event stored once ($28 event
 # id, $30 type, $31 payload, $32 when) and, only if it was new, the order credited with its
 # receipt ($2-$6) and the credit. Otherwise nothing is written and no row comes back. (Locks
 # in the ORM path's order: payment, order, line, balances.)
@@ -1033,7 +1114,7 @@ ord AS (
      AND o.amount_minor = pay.amount_minor AND o.currency = pay.currency
    FOR NO KEY UPDATE OF o
 ),""",
-        _line_guard(after="ord", validity="$33", balance="$34"),
+        _line_guard(after="ord", validity="$33", balance="$34", plan="$35"),
         """ ev AS (
   INSERT INTO payment_events (provider, event_id, event_type, payment_reference, outcome, order_id,
          payload, occurred_at, received_at)
@@ -1065,11 +1146,11 @@ WITH pay AS (
     )
 )
 
-# A provider's verified "paid" event ($35 amount, $36 currency).
+# A provider's verified "paid" event ($36 amount, $37 currency).
 _WRITE_PROVIDER_PAID = "".join(
     (
         """
-WITH pay AS (SELECT $35::bigint AS amount_minor, $36::varchar AS currency),""",
+WITH pay AS (SELECT $36::bigint AS amount_minor, $37::varchar AS currency),""",
         _WRITE_PAID,
         _credit_writes("ev"),
     )
@@ -1078,7 +1159,7 @@ WITH pay AS (SELECT $35::bigint AS amount_minor, $36::varchar AS currency),""",
 # A redemption as one statement, on what :data:`_READ_REDEMPTION` read: the voucher is
 # locked if it is still good on $46 (today) and no key of the attempt ($40) is locked out (a
 # simultaneous redemption of the PIN waits here, then finds it used), then the line and its
-# balance if their state, validity and balance are still the ones read ($17, $47, $48). Only
+# balance if their state, validity, balance and plan are still the ones read ($17, $47-$49). Only
 # then is anything written: the voucher redeemed, the order once, credited ($26-$37), the
 # redemption in the voucher's attempts and events ($38-$45), and the credit. Otherwise
 # nothing is, and no row comes back. (Locks in the ORM path's order: voucher, then line.)
@@ -1093,7 +1174,7 @@ WITH v0 AS (
                       WHERE k.key = ANY($40::varchar[]) AND k.locked_until > $2)
    FOR NO KEY UPDATE OF v
 ),""",
-        _line_guard(after="v0", validity="$47", balance="$48"),
+        _line_guard(after="v0", validity="$47", balance="$48", plan="$49"),
         """ won AS (
   UPDATE vouchers SET state = $43, state_changed_at = $2, redeemed_line_id = $17, redeemed_order_id = $1
     FROM guard WHERE vouchers.id = $38

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import BigInteger, DateTime, Dialect, Integer, MetaData
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, configure_mappers
+from sqlalchemy.orm.attributes import manager_of_class
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -45,3 +46,19 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+RowT = TypeVar("RowT", bound=Base)
+
+
+def as_read(model: type[RowT], **columns: Any) -> RowT:
+    """An object of ``model`` holding ``columns`` as if a query had loaded them, without the
+    change tracking that ``model(**columns)`` does attribute by attribute (some twenty times
+    cheaper): for code that only reads it, such as an answer or a receipt built from a row
+    read by hand. It is never added to a session."""
+    manager = manager_of_class(model)
+    if not manager.mapper.configured:
+        configure_mappers()  # as the first ``model(...)`` would
+    row: RowT = manager.new_instance()
+    row.__dict__.update(columns)
+    return row

@@ -27,7 +27,7 @@ from airtime.payments.registry import providers_from_settings
 from airtime.topups import service as topups
 from airtime.topups.models import OrderStatus, PromotionKind, TopupOrder
 from airtime.vouchers.models import Voucher, VoucherState
-from tests import topup_helpers, voucher_helpers
+from tests import factories, topup_helpers, voucher_helpers
 from tests.conftest import _truncate_all
 from tests.e2e.test_web import csrf
 
@@ -372,10 +372,10 @@ def test_a_redemption_whose_facts_changed_after_its_read_writes_nothing(
 def test_an_approval_whose_line_moved_after_its_read_writes_nothing(
     postgres_engine, postgres_url, tmp_path, monkeypatch
 ):
-    """An approval reads without locks, then writes in one statement only if the order and
-    the line are still as read: a validity that moved in between hands it over with nothing
-    written (payment pending, no event, order awaiting payment); the app then credits it on
-    the new date."""
+    """An approval reads without locks (or takes what its start read), then writes in one
+    statement only if the order and the line are still as read: a validity that moved in
+    between, each time it is read, hands it over with nothing written (payment pending, no
+    event, order awaiting payment); the app then credits it on the new date."""
     settings = _settings(postgres_url, tmp_path, fast_path=True)
     try:
         _prepare(postgres_engine, settings, tmp_path)
@@ -383,13 +383,14 @@ def test_an_approval_whose_line_moved_after_its_read_writes_nothing(
         cookie, token = _csrf_pair(settings)
         factory = make_session_factory(postgres_engine)
         validity_after_topup = fastpath_module.validity_after_topup
+        moves = iter(range(1, 10))
 
         def move_then_compute(*args: Any, **kwargs: Any) -> Any:
             # Runs between the read and the write, on a connection of its own.
             with postgres_engine.begin() as connection:
                 connection.execute(
-                    text("UPDATE lines SET validity_date = DATE '2027-03-01' WHERE msisdn = :msisdn"),
-                    {"msisdn": MSISDN},
+                    text("UPDATE lines SET validity_date = :date WHERE msisdn = :msisdn"),
+                    {"date": datetime(2027, 3, next(moves)).date(), "msisdn": MSISDN},
                 )
             return validity_after_topup(*args, **kwargs)
 
@@ -432,9 +433,70 @@ def test_an_approval_whose_line_moved_after_its_read_writes_nothing(
             order = session.scalar(select(TopupOrder))
             line = session.scalar(select(Line).where(Line.msisdn == MSISDN))
             assert order.status == OrderStatus.CREDITED
-            assert line.validity_date > datetime(2027, 3, 1).date()
+            assert line.validity_date > datetime(2027, 3, 2).date()
             assert order.validity_after == line.validity_date.isoformat()
             assert balance_of(session, line.main_account_id) == 2000
+            assert not check_invariants(session)
+    finally:
+        _truncate_all(postgres_engine)
+
+
+def test_an_approval_takes_what_its_start_read_and_reads_again_what_moved(
+    postgres_engine, postgres_url, tmp_path
+):
+    """An approval of a top-up started in the same process writes in one statement, on the
+    line and plan its start read. If the line moved on to another plan in between, that
+    statement writes nothing; the approval reads again and credits by the new plan's rule."""
+    settings = _settings(postgres_url, tmp_path, fast_path=True)
+    try:
+        _prepare(postgres_engine, settings, tmp_path)
+        fast_path = FastPath(settings, providers_from_settings(settings))
+        sent: list[str] = []
+        fast_path.on_connect.append(
+            lambda connection: connection.add_query_logger(lambda query: sent.append(query.query))
+        )
+        cookie, token = _csrf_pair(settings)
+        factory = make_session_factory(postgres_engine)
+        headers = [
+            (b"content-type", b"application/x-www-form-urlencoded"),
+            (b"cookie", f"airtime_csrf={cookie}".encode()),
+        ]
+        form = f"decision=approve&csrf_token={token}".encode()
+
+        async def start_then_approve(key: bytes) -> tuple[int, int | str]:
+            reference = await _start_topup(fast_path, factory, key=key)
+            if key == b"replanned":
+                with unit_of_work(factory) as session:
+                    longer = factories.plan(session, code="LONG")
+                    longer.validity_tiers, longer.validity_days_max = [[500, 365]], 400
+                    session.scalar(select(Line).where(Line.msisdn == MSISDN)).plan_id = longer.id
+            sent.clear()
+            outcome = await _outcome(
+                fast_path.approve_sandbox(_scope(f"/sandbox/pay/{reference}", headers), form)
+            )
+            return len(sent), outcome
+
+        async def both() -> list[tuple[int, int | str]]:
+            try:
+                # The first also looks up the operator's accounts and the statements' types.
+                return [await start_then_approve(key) for key in (b"first", b"kept", b"replanned")]
+            finally:
+                await fast_path.close()
+
+        with time_machine.travel(MOMENT, tick=False):
+            _, kept, replanned = asyncio.run(both())
+        assert kept == (1, 303)  # the guarded statement only
+        assert replanned == (3, 303)  # the statement that found another plan, a read, the statement
+        with unit_of_work(factory) as session:
+            orders = session.scalars(select(TopupOrder).order_by(TopupOrder.id)).all()
+            line = session.scalar(select(Line).where(Line.msisdn == MSISDN))
+            assert [order.status for order in orders] == [OrderStatus.CREDITED] * 3
+            # The first plan keeps a line at most 180 days ahead; the new one adds 365 days to
+            # its validity, up to 400 days ahead.
+            assert [order.validity_after for order in orders[:2]] == ["2027-05-01", "2027-05-01"]
+            assert line.validity_date == datetime(2027, 12, 7).date()
+            assert orders[2].validity_after == line.validity_date.isoformat()
+            assert balance_of(session, line.main_account_id) == 6000
             assert not check_invariants(session)
     finally:
         _truncate_all(postgres_engine)
@@ -464,7 +526,7 @@ async def _start_topup(fast_path: FastPath, factory: Any, *, key: bytes) -> str:
     )
     assert status == 201
     with unit_of_work(factory) as session:
-        return str(session.scalar(select(TopupOrder.payment_reference)))
+        return str(session.scalar(select(TopupOrder.payment_reference).order_by(TopupOrder.id.desc())))
 
 
 def _csrf_pair(settings: Settings) -> tuple[str, str]:
