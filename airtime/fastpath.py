@@ -477,6 +477,7 @@ class FastPath:
                 customer_id=None,
                 language=language,
                 now=now,
+                as_row=True,
             )
             order.id = won["order_id"]
             plan = _plan(won)
@@ -1027,9 +1028,9 @@ SELECT v.id, v.serial, v.face_value_minor, v.batch_id, b.validity_days,
 
 
 def _credit_writes(guard: str) -> str:
-    """The order's transfer with its entries, the line's validity and balances, and the
-    receipt messages, each written only if the CTE ``guard`` has a row; returns the new
-    balances (no row if it has none)."""
+    """The order's transfer with its entries, the line's validity (if it moves) and balances,
+    and the receipt messages, each written only if the CTE ``guard`` has a row; returns the
+    new balances (no row if it has none)."""
     source = f" FROM {guard}"
     joined = f", {guard}"
     return "".join(
@@ -1048,7 +1049,7 @@ t AS (
 ), l AS (
   UPDATE lines SET validity_date = $18""",
             source,
-            """ WHERE lines.id = $17
+            """ WHERE lines.id = $17 AND lines.validity_date IS DISTINCT FROM $18
 ), n AS (
   INSERT INTO notifications (channel, recipient, subject, body_text, template, language, dedup_key,
          status, attempts, next_attempt_at, created_at, provider, last_error)

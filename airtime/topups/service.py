@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import partial
 from typing import Any, Protocol, cast
 
 import structlog
@@ -27,6 +28,7 @@ from airtime.accounts.models import Customer, Line, LineState, Plan
 from airtime.accounts.phone import mask_msisdn, normalize_msisdn
 from airtime.clock import today, utcnow
 from airtime.config import Settings
+from airtime.db.base import as_read
 from airtime.db.dialect import insert_ignoring_conflicts
 from airtime.errors import AppError, Conflict, IdempotencyConflict, NotFound, ValidationFailed
 from airtime.i18n import N_
@@ -593,9 +595,11 @@ def paid_order(
     customer_id: int | None,
     language: str,
     now: datetime,
+    as_row: bool = False,
 ) -> TopupOrder:
-    """The new order of :func:`create_paid_order`, not yet written."""
-    return TopupOrder(
+    """The new order of :func:`create_paid_order`, not yet written (``as_row``: built as a
+    row read is, for a caller that writes it by hand; see :func:`airtime.db.base.as_read`)."""
+    return (partial(as_read, TopupOrder) if as_row else TopupOrder)(
         public_id=secrets.token_urlsafe(16),
         idempotency_scope=idempotency_scope,
         idempotency_key=idempotency_key,
