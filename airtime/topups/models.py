@@ -23,12 +23,17 @@ class OrderStatus:
     PAYABLE = (CREATED, AWAITING_PAYMENT, FAILED, CANCELLED)
     # Orders that credited their line (a refund does not make it a first top-up again).
     CREDITED_ONCE = (CREDITED, REFUNDED)
+    # On their way: what reconciliation and care look for by age.
+    OPEN = (CREATED, AWAITING_PAYMENT, PAID)
+
+
+def _status_in(statuses: tuple[str, ...]) -> str:
+    return "status IN ({})".format(", ".join(f"'{status}'" for status in statuses))
 
 
 # The same as SQL, for the partial index of credited orders and the queries that use it.
-CREDITED_ONCE_WHERE = "status IN ({})".format(
-    ", ".join(f"'{status}'" for status in OrderStatus.CREDITED_ONCE)
-)
+CREDITED_ONCE_WHERE = _status_in(OrderStatus.CREDITED_ONCE)
+OPEN_WHERE = _status_in(OrderStatus.OPEN)
 
 
 class Channel:
@@ -52,11 +57,26 @@ class TopupOrder(Base):
     __table_args__ = (
         UniqueConstraint("idempotency_scope", "idempotency_key", name="uq_topup_orders_idempotency"),
         UniqueConstraint("payment_provider", "payment_reference", name="uq_topup_orders_payment_reference"),
-        Index("ix_topup_orders_status_created_at", "status", "created_at"),
+        # Open orders by age (reconciliation, care). Partial on PostgreSQL, so an order
+        # leaves it when it is credited instead of adding an entry (SQLite would not use it
+        # for "status = 'paid'", so it keeps every order there).
+        Index("ix_topup_orders_status_created_at", "status", "created_at", postgresql_where=text(OPEN_WHERE)),
         Index("ix_topup_orders_line_id_id", "line_id", "id"),
         # Reports read orders by the day they were made and by the day they were credited.
         Index("ix_topup_orders_created_at", "created_at"),
-        Index("ix_topup_orders_credited_at", "credited_at"),
+        Index(
+            "ix_topup_orders_credited_at",
+            "credited_at",
+            sqlite_where=text("credited_at IS NOT NULL"),
+            postgresql_where=text("credited_at IS NOT NULL"),
+        ),
+        # A customer's orders; most orders have no customer (quick top-ups, vouchers, phone).
+        Index(
+            "ix_topup_orders_customer_id",
+            "customer_id",
+            sqlite_where=text("customer_id IS NOT NULL"),
+            postgresql_where=text("customer_id IS NOT NULL"),
+        ),
         # "Has this line ever been credited?" (first-top-up promotions) is one probe of this
         # index, whatever the statistics say; a join of the line and status indexes read
         # every credited order's entry.
@@ -76,7 +96,7 @@ class TopupOrder(Base):
     channel: Mapped[str] = mapped_column(String(10))
     line_id: Mapped[int] = mapped_column(ForeignKey("lines.id"))
     msisdn: Mapped[str] = mapped_column(String(16))
-    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True, nullable=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), nullable=True)
     currency: Mapped[str] = mapped_column(String(3))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     bundle_id: Mapped[int | None] = mapped_column(ForeignKey("bundles.id"), nullable=True)
