@@ -831,7 +831,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     console.print(
         f"per top-up: {run.transactions / run.topups if run.topups else float('nan'):.1f} commits in "
-        f"pg_stat_database (the pool's pre-ping counts as one); CPU ms: uvicorn workers "
+        f"pg_stat_database (a statement outside a transaction is one); CPU ms: uvicorn workers "
         f"{run.server_cpu_seconds * per_topup:.2f}, load generator {run.client_cpu_seconds * per_topup:.2f}, "
         f"PostgreSQL {run.postgres_cpu_seconds * per_topup:.2f} (all its processes, other databases "
         f"too); the machine's {os.cpu_count()} cores were {run.machine_busy_fraction:.0%} busy",
