@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, select, update
+from sqlalchemy import Column, Table, and_, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from airtime.accounts.models import Line, Plan
@@ -328,23 +328,25 @@ def _bulk_insert(
             inserted = {int(row[0]) for row in cursor.fetchall()}
             cursor.execute("DELETE FROM voucher_staging")
         return inserted
-    session.execute(
-        _vouchers.insert().prefix_with("OR IGNORE"),
-        [
-            {
-                "batch_id": batch_id,
-                "serial": serial,
-                "pin_hash": pin_hash,
-                "state": VoucherState.GENERATED,
-                "currency": currency,
-                "face_value_minor": face_value_minor,
-                "expires_on": expires_on,
-                "outlet_id": outlet_id,
-                "state_changed_at": now,
-                "state_before_block": "",
-            }
-            for serial, pin_hash in rows
-        ],
+    # The row's constant values as SQLAlchemy would store them (bound once, not per row), and
+    # the rows as plain tuples straight to the driver: SQLAlchemy's per-row parameter handling
+    # cost more than SQLite's own inserts.
+    constants = [
+        _as_stored(session, _vouchers.c[name], value)
+        for name, value in (
+            ("state", VoucherState.GENERATED),
+            ("currency", currency),
+            ("face_value_minor", face_value_minor),
+            ("expires_on", expires_on),
+            ("outlet_id", outlet_id),
+            ("state_changed_at", now),
+            ("state_before_block", ""),
+        )
+    ]
+    session.connection().exec_driver_sql(
+        "INSERT OR IGNORE INTO vouchers (batch_id, serial, pin_hash, state, currency, face_value_minor,"
+        " expires_on, outlet_id, state_changed_at, state_before_block) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(batch_id, serial, pin_hash, *constants) for serial, pin_hash in rows],
     )
     first, last = rows[0][0], rows[-1][0]
     stored = session.execute(
@@ -352,6 +354,13 @@ def _bulk_insert(
     ).all()
     wanted = dict(rows)
     return {serial for serial, pin_hash in stored if wanted.get(serial) == pin_hash}
+
+
+def _as_stored(session: Session, column: Column[Any], value: Any) -> Any:
+    """``value`` as the driver receives it for ``column`` (the column type's bind processing)."""
+    dialect = session.get_bind().dialect
+    processor = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return processor(value) if processor is not None else value
 
 
 def _write_print_sheet(export_path: Path) -> None:

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 
 from airtime.accounts.models import Line
 from airtime.clock import today, utcnow
@@ -36,6 +36,7 @@ def redeem(uow, settings, line, pin, **extra):
 
 
 def test_generation_writes_pins_once_and_stores_only_keyed_hashes(uow, session_factory, settings, tmp_path):
+    started = utcnow()
     generated, rows = voucher_helpers.batch(session_factory, settings, tmp_path, quantity=25)
     assert generated.quantity == 25 and len(rows) == 25
     assert [int(row["serial"]) for row in rows] == list(
@@ -47,6 +48,30 @@ def test_generation_writes_pins_once_and_stores_only_keyed_hashes(uow, session_f
     with uow() as session:
         stored = session.scalars(select(Voucher).order_by(Voucher.serial)).all()
         assert {voucher.state for voucher in stored} == {VoucherState.GENERATED}
+        # Written in bulk, read back as any row (dates, times with their zone, no outlet yet).
+        assert {
+            (
+                voucher.batch_id,
+                voucher.currency,
+                voucher.face_value_minor,
+                voucher.expires_on,
+                voucher.outlet_id,
+            )
+            for voucher in stored
+        } == {(generated.batch_id, "GBP", 1000, today() + timedelta(days=30), None)}
+        assert all(started <= voucher.state_changed_at <= utcnow() for voucher in stored)
+        # ... stored exactly as the ORM stores them (SQLite keeps dates and times as text):
+        # writing the same values again through SQLAlchemy changes nothing.
+        raw = text("SELECT expires_on, state_changed_at FROM vouchers WHERE id = :id")
+        first = stored[0]
+        bulk = session.execute(raw, {"id": first.id}).one()
+        session.execute(
+            update(Voucher)
+            .where(Voucher.id == first.id)
+            .values(expires_on=first.expires_on, state_changed_at=first.state_changed_at)
+        )
+        assert session.execute(raw, {"id": first.id}).one() == bulk
+        assert {voucher.state_before_block for voucher in stored} == {""}
         # A leaked table reveals no PIN: not in clear, not as an unkeyed hash.
         for voucher, pin in zip(stored, pins, strict=True):
             assert pin not in voucher.pin_hash
