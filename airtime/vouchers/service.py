@@ -44,7 +44,15 @@ from airtime.vouchers.models import (
     VoucherEvent,
     VoucherState,
 )
-from airtime.vouchers.pins import format_pin, format_serial, hash_pin, new_pin, normalize_pin, pin_key
+from airtime.vouchers.pins import (
+    format_pin,
+    format_serial,
+    hash_pin,
+    new_pin,
+    new_pins,
+    normalize_pin,
+    pin_key,
+)
 
 SERIALS_PER_BATCH = 10_000_000
 BATCH_QUANTITY_MAX = SERIALS_PER_BATCH - 1
@@ -277,7 +285,7 @@ def _insert_chunk(
     outlet_id: int | None,
 ) -> list[str]:
     """Insert one chunk; a PIN whose hash already exists (astronomically rare) is redrawn."""
-    pins = [new_pin() for _ in serials]
+    pins = new_pins(len(serials))
     now = utcnow()
     pending = dict(zip(serials, pins, strict=True))
     while pending:
