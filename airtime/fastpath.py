@@ -12,7 +12,8 @@ a refusal, a replayed key or event, a line that is not active, a bundle, a signe
 caller, and a provider other than the sandbox (or Stripe, for webhooks).
 
 Money moves in one statement, with no transaction around it: what crediting needs (the
-order or voucher, the line's validity and balance, its plan) is read first without locks,
+order or voucher, the line's validity and balance, its plan) is read first without locks
+(or, for the approval of a top-up started in the same process, taken from its start),
 the decisions are made, then one statement locks the rows in the ORM path's order
 (payment or voucher, then order, then line with its balance) and writes everything only if
 they are still as read. If anything changed in between, it writes nothing and the request
