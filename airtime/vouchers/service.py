@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
+import psycopg
 from sqlalchemy import Column, Table, and_, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -312,12 +313,29 @@ def _bulk_insert(
 ) -> set[int]:
     """Insert (serial, pin hash) rows, skipping hash collisions; returns the serials stored.
 
-    PostgreSQL: COPY into a temporary table, then one INSERT ... SELECT ... ON CONFLICT DO
-    NOTHING (the fast path for millions of rows). SQLite: INSERT OR IGNORE.
+    PostgreSQL: COPY straight into the table (the fast path for millions of rows); if a hash
+    is there already, that COPY is undone to its savepoint and the rows go through a
+    temporary table and one INSERT ... SELECT ... ON CONFLICT DO NOTHING instead. SQLite:
+    INSERT OR IGNORE.
     """
     if is_postgresql(session):
         connection = session.connection().connection.driver_connection
         assert connection is not None
+        fixed = (VoucherState.GENERATED, currency, face_value_minor, expires_on, outlet_id, now, "")
+        try:
+            with (
+                connection.transaction(),  # a savepoint
+                connection.cursor() as cursor,
+                cursor.copy(
+                    "COPY vouchers (batch_id, serial, pin_hash, state, currency, face_value_minor,"
+                    " expires_on, outlet_id, state_changed_at, state_before_block) FROM STDIN"
+                ) as copy,
+            ):
+                for serial, pin_hash in rows:
+                    copy.write_row((batch_id, serial, pin_hash, *fixed))
+            return {serial for serial, _ in rows}
+        except psycopg.errors.UniqueViolation:
+            pass  # a PIN hash that exists already: astronomically rare
         with connection.cursor() as cursor:
             cursor.execute(
                 "CREATE TEMPORARY TABLE IF NOT EXISTS voucher_staging (serial bigint, pin_hash varchar(64)) "

@@ -82,6 +82,37 @@ def test_generation_writes_pins_once_and_stores_only_keyed_hashes(uow, session_f
         voucher_helpers.batch(session_factory, settings, tmp_path, quantity=1)
 
 
+def test_a_pin_whose_hash_is_stored_already_is_drawn_again(
+    uow, session_factory, settings, tmp_path, monkeypatch
+):
+    """A new PIN equal to a stored one (53 bits: astronomically rare) is not stored twice:
+    the chunk still goes in whole, that one card with a PIN drawn again."""
+    _, first = voucher_helpers.batch(session_factory, settings, tmp_path, quantity=2, name="first.csv")
+    taken = first[0]["pin"].replace(" ", "")
+    fresh = vouchers.new_pins(3)
+    monkeypatch.setattr(vouchers, "new_pins", lambda count: [fresh[0], taken, fresh[1]][:count])
+    monkeypatch.setattr(vouchers, "new_pin", lambda: fresh[2])
+    generated, rows = voucher_helpers.batch(
+        session_factory, settings, tmp_path, quantity=3, name="second.csv"
+    )
+    assert [row["pin"].replace(" ", "") for row in rows] == [fresh[0], fresh[2], fresh[1]]
+    key = pin_key(settings)
+    with uow() as session:
+        stored = session.scalars(
+            select(Voucher).where(Voucher.batch_id == generated.batch_id).order_by(Voucher.serial)
+        ).all()
+        assert [voucher.pin_hash for voucher in stored] == [
+            hash_pin(key, pin) for pin in fresh[::2] + fresh[1:2]
+        ]
+        assert session.scalar(select(func.count()).select_from(Voucher)) == 5
+        assert (
+            session.scalar(
+                select(func.count()).select_from(Voucher).where(Voucher.pin_hash == hash_pin(key, taken))
+            )
+            == 1
+        )
+
+
 def test_unsold_vouchers_are_worthless(uow, session_factory, settings, tmp_path, line):
     _, rows = voucher_helpers.batch(session_factory, settings, tmp_path)
     before = fingerprint(session_factory, ignore={"voucher_attempts", "voucher_locks", "rate_limit_counters"})
