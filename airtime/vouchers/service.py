@@ -318,21 +318,30 @@ def _bulk_insert(
     temporary table and one INSERT ... SELECT ... ON CONFLICT DO NOTHING instead. SQLite:
     INSERT OR IGNORE.
     """
+    # What every row of the chunk has in common, by column.
+    fixed: dict[str, Any] = {
+        "batch_id": batch_id,
+        "state": VoucherState.GENERATED,
+        "currency": currency,
+        "face_value_minor": face_value_minor,
+        "expires_on": expires_on,
+        "outlet_id": outlet_id,
+        "state_changed_at": now,
+        "state_before_block": "",
+    }
+    columns = ", ".join(("serial", "pin_hash", *fixed))
     if is_postgresql(session):
         connection = session.connection().connection.driver_connection
         assert connection is not None
-        fixed = (VoucherState.GENERATED, currency, face_value_minor, expires_on, outlet_id, now, "")
         try:
             with (
                 connection.transaction(),  # a savepoint
                 connection.cursor() as cursor,
-                cursor.copy(
-                    "COPY vouchers (batch_id, serial, pin_hash, state, currency, face_value_minor,"
-                    " expires_on, outlet_id, state_changed_at, state_before_block) FROM STDIN"
-                ) as copy,
+                cursor.copy(f"COPY vouchers ({columns}) FROM STDIN") as copy,
             ):
-                for serial, pin_hash in rows:
-                    copy.write_row((batch_id, serial, pin_hash, *fixed))
+                common = tuple(fixed.values())
+                for row in rows:
+                    copy.write_row((*row, *common))
             return {serial for serial, _ in rows}
         except psycopg.errors.UniqueViolation:
             pass  # a PIN hash that exists already: astronomically rare
@@ -354,25 +363,14 @@ def _bulk_insert(
             inserted = {int(row[0]) for row in cursor.fetchall()}
             cursor.execute("DELETE FROM voucher_staging")
         return inserted
-    # The row's constant values as SQLAlchemy would store them (bound once, not per row), and
-    # the rows as plain tuples straight to the driver: SQLAlchemy's per-row parameter handling
+    # The common values as SQLAlchemy would store them (bound once, not per row), and the
+    # rows as plain tuples straight to the driver: SQLAlchemy's per-row parameter handling
     # cost more than SQLite's own inserts.
-    constants = [
-        _as_stored(session, _vouchers.c[name], value)
-        for name, value in (
-            ("state", VoucherState.GENERATED),
-            ("currency", currency),
-            ("face_value_minor", face_value_minor),
-            ("expires_on", expires_on),
-            ("outlet_id", outlet_id),
-            ("state_changed_at", now),
-            ("state_before_block", ""),
-        )
-    ]
+    stored_fixed = tuple(_as_stored(session, _vouchers.c[name], value) for name, value in fixed.items())
+    placeholders = ", ".join("?" * (2 + len(fixed)))
     session.connection().exec_driver_sql(
-        "INSERT OR IGNORE INTO vouchers (batch_id, serial, pin_hash, state, currency, face_value_minor,"
-        " expires_on, outlet_id, state_changed_at, state_before_block) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(batch_id, serial, pin_hash, *constants) for serial, pin_hash in rows],
+        f"INSERT OR IGNORE INTO vouchers ({columns}) VALUES ({placeholders})",  # noqa: S608 (our own names)
+        [(*row, *stored_fixed) for row in rows],
     )
     first, last = rows[0][0], rows[-1][0]
     stored = session.execute(
