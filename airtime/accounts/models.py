@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Index, Integer, String, text
+from sqlalchemy import JSON, BigInteger, Boolean, Date, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from airtime.db.base import Base, BigId, UTCDateTime
+from airtime.db.base import Base, BigId, UTCDateTime, partial_index
 
 
 class ValidityRule:
@@ -74,13 +74,7 @@ class Line(Base):
 
     __tablename__ = "lines"
     __table_args__ = (
-        Index(
-            "uq_lines_msisdn_held",
-            "msisdn",
-            unique=True,
-            sqlite_where=text("number_released_at IS NULL"),
-            postgresql_where=text("number_released_at IS NULL"),
-        ),
+        partial_index("uq_lines_msisdn_held", "msisdn", unique=True, where="number_released_at IS NULL"),
         # The lifecycle sweep looks lines up by state and validity date (active → grace) or
         # by state and the time it was entered (the later steps).
         Index("ix_lines_state_validity_date", "state", "validity_date"),

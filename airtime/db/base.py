@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Integer, MetaData
+from sqlalchemy import BigInteger, DateTime, Dialect, Index, Integer, MetaData, text
 from sqlalchemy.orm import DeclarativeBase, configure_mappers
 from sqlalchemy.orm.attributes import manager_of_class
 from sqlalchemy.types import TypeDecorator
@@ -46,6 +46,11 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def partial_index(name: str, *columns: str, where: str, unique: bool = False) -> Index:
+    """An index of only the rows matching ``where`` (SQL), the same on SQLite and PostgreSQL."""
+    return Index(name, *columns, unique=unique, sqlite_where=text(where), postgresql_where=text(where))
 
 
 RowT = TypeVar("RowT", bound=Base)

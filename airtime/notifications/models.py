@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from airtime.db.base import Base, BigId, UTCDateTime
+from airtime.db.base import Base, BigId, UTCDateTime, partial_index
 
 
 class NotificationStatus:
@@ -22,12 +22,7 @@ class Notification(Base):
     __table_args__ = (
         Index("ix_notifications_status_next_attempt_at", "status", "next_attempt_at"),
         # A customer's messages; a receipt by SMS to a number has no customer.
-        Index(
-            "ix_notifications_customer_id",
-            "customer_id",
-            sqlite_where=text("customer_id IS NOT NULL"),
-            postgresql_where=text("customer_id IS NOT NULL"),
-        ),
+        partial_index("ix_notifications_customer_id", "customer_id", where="customer_id IS NOT NULL"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from airtime.db.base import Base, BigId, UTCDateTime
+from airtime.db.base import Base, BigId, UTCDateTime, partial_index
 
 
 class OrderStatus:
@@ -64,28 +64,13 @@ class TopupOrder(Base):
         Index("ix_topup_orders_line_id_id", "line_id", "id"),
         # Reports read orders by the day they were made and by the day they were credited.
         Index("ix_topup_orders_created_at", "created_at"),
-        Index(
-            "ix_topup_orders_credited_at",
-            "credited_at",
-            sqlite_where=text("credited_at IS NOT NULL"),
-            postgresql_where=text("credited_at IS NOT NULL"),
-        ),
+        partial_index("ix_topup_orders_credited_at", "credited_at", where="credited_at IS NOT NULL"),
         # A customer's orders; most orders have no customer (quick top-ups, vouchers, phone).
-        Index(
-            "ix_topup_orders_customer_id",
-            "customer_id",
-            sqlite_where=text("customer_id IS NOT NULL"),
-            postgresql_where=text("customer_id IS NOT NULL"),
-        ),
+        partial_index("ix_topup_orders_customer_id", "customer_id", where="customer_id IS NOT NULL"),
         # "Has this line ever been credited?" (first-top-up promotions) is one probe of this
         # index, whatever the statistics say; a join of the line and status indexes read
         # every credited order's entry.
-        Index(
-            "ix_topup_orders_line_id_credited",
-            "line_id",
-            sqlite_where=text(CREDITED_ONCE_WHERE),
-            postgresql_where=text(CREDITED_ONCE_WHERE),
-        ),
+        partial_index("ix_topup_orders_line_id_credited", "line_id", where=CREDITED_ONCE_WHERE),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
