@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import Receive, Scope, Send
 
 from airtime import __version__
 from airtime.agents.endpoints import router as agent_api_router
@@ -53,6 +54,23 @@ from airtime.web.two_factor_pages import router as two_factor_pages_router
 from airtime.web.voucher_pages import router as voucher_pages_router
 
 STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
+
+
+class AirtimeApp(FastAPI):
+    """The FastAPI app, with the fast path (when there is one) in front of everything else:
+    its requests skip FastAPI's and Starlette's middleware stack (about 25 µs of CPU each),
+    and what it hands over goes through the whole stack as any other request does."""
+
+    fast_path_entry: FastPathMiddleware | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_path_entry is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.fast_path_entry(scope, receive, send)
+
+    async def _whole_stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
 
 
 def background_jobs(
@@ -138,7 +156,7 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
             await fast_path.close()
         engine.dispose()
 
-    app = FastAPI(
+    app = AirtimeApp(
         title=f"{settings.operator_name} API",
         version=__version__,
         description="Top-ups and number keeping. Errors are RFC 9457 problem details.",
@@ -158,7 +176,7 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
     problems.install(app, html_error=html_error)
     problems.document_problems(app)
     if fast_path is not None:
-        app.add_middleware(FastPathMiddleware, fast_path=fast_path)
+        app.fast_path_entry = FastPathMiddleware(app._whole_stack, fast_path)
     app.add_middleware(MetricsMiddleware)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api_v1_router)

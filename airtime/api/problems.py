@@ -167,11 +167,16 @@ def install(app: FastAPI, *, html_error: HtmlErrorRenderer) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled_error", path=request.url.path)
-        return problem(
-            request,
-            status=500,
-            code="internal_error",
-            title="Internal error",
-            detail="Something went wrong on our side. It has been logged; please try again.",
-        )
+        return internal_error(request)
+
+
+def internal_error(request: Request) -> JSONResponse:
+    """The answer to a request that met a bug, logged with the exception being handled."""
+    log.exception("unhandled_error", path=request.url.path)
+    return problem(
+        request,
+        status=500,
+        code="internal_error",
+        title="Internal error",
+        detail="Something went wrong on our side. It has been logged; please try again.",
+    )

@@ -23,6 +23,7 @@ from airtime.db.session import make_session_factory, unit_of_work
 from airtime.fastpath import FAST_PATH, FastPath, HandOver
 from airtime.ledger.models import AccountKind
 from airtime.ledger.service import balance_of, check_invariants, operator_account
+from airtime.metrics import REQUESTS
 from airtime.payments.registry import providers_from_settings
 from airtime.topups import service as topups
 from airtime.topups.models import OrderStatus, PromotionKind, TopupOrder
@@ -68,6 +69,20 @@ def _served() -> dict[tuple[str, str], float]:
         for sample in metric.samples
         if sample.name.endswith("_total")
     }
+
+
+def _requests() -> dict[tuple[str, str, str], float]:
+    """The app's request counts by method, route template and status."""
+    return {
+        (sample.labels["method"], sample.labels["route"], sample.labels["status"]): sample.value
+        for metric in REQUESTS.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def _increase(before: dict[Any, float], after: dict[Any, float]) -> dict[Any, float]:
+    return {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
 
 
 def _prepare(engine: Engine, settings: Settings, tmp_path: Path) -> list[dict[str, str]]:
@@ -163,12 +178,17 @@ def check_invariants_problems(engine: Engine) -> list[str]:
 
 
 def test_the_fast_path_writes_what_the_orm_path_writes(postgres_engine, postgres_url, tmp_path):
-    before = _served()
+    before, requests_before = _served(), _requests()
     fast = _run(postgres_engine, postgres_url, tmp_path / "fast", fast_path=True)
-    after = _served()
+    after, requests_fast = _served(), _requests()
     slow = _run(postgres_engine, postgres_url, tmp_path / "slow", fast_path=False)
     assert _served() == after  # with the fast path off, nothing reaches it
-    served = {key: after[key] - before.get(key, 0) for key in after if after[key] != before.get(key, 0)}
+    # The request metrics count what the fast path serves as the app counts it.
+    counted = _increase(requests_before, requests_fast)
+    assert counted == _increase(requests_fast, _requests())
+    assert counted[("POST", "/api/v1/topups", "201")] == 1
+    assert counted[("POST", "/sandbox/pay/{reference}", "303")] == 1
+    served = _increase(before, after)
     assert served == {
         ("/api/v1/topups", "served"): 1,
         ("/api/v1/topups", "handed_over"): 1,  # the replay
@@ -239,6 +259,37 @@ def test_refusals_are_the_apps_own_and_move_nothing(postgres_engine, postgres_ur
                 == VoucherState.ACTIVE
             )
         del token
+    finally:
+        _truncate_all(postgres_engine)
+
+
+def test_a_bug_in_the_fast_path_gets_the_apps_answer_and_writes_nothing(
+    postgres_engine, postgres_url, tmp_path, monkeypatch
+):
+    """The fast path runs in front of the app's middleware: a bug there must still get the
+    app's problem+json 500, be counted, and leave nothing written (here: after the read,
+    before the order is written)."""
+    settings = _settings(postgres_url, tmp_path, fast_path=True)
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug")
+
+    try:
+        _prepare(postgres_engine, settings, tmp_path)
+        monkeypatch.setattr(fastpath_module.topups, "order_request_hash", broken)
+        before = _requests()
+        with TestClient(create_app(settings, run_background_jobs=False)) as client:
+            answer = client.post(
+                "/api/v1/topups",
+                json={"msisdn": MSISDN, "amount_minor": 1000},
+                headers={"Idempotency-Key": "a"},
+            )
+        assert answer.status_code == 500
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["type"].endswith("internal_error")
+        assert _increase(before, _requests()) == {("POST", "/api/v1/topups", "500"): 1}
+        with unit_of_work(make_session_factory(postgres_engine)) as session:
+            assert session.scalars(select(TopupOrder)).all() == []
     finally:
         _truncate_all(postgres_engine)
 
