@@ -2,6 +2,7 @@
 
     uv run python bench/topup.py [--seconds 15] [--clients 8] [--workers 2] [--lines 2000]
                                  [--database-url postgresql://...] [--explain] [--cprofile FILE]
+                                 [--handlers [--topups-per-client 1000]]
 
 One top-up is what a customer's payment makes happen, over HTTP against a real server:
 1. ``POST /api/v1/topups`` (JSON, a fresh Idempotency-Key) → 201 with ``payment_url``;
@@ -37,12 +38,16 @@ path's over asyncpg, marked "asyncpg:"). ``--cprofile FILE`` runs
 one worker with cProfile on in every thread, timed by the thread's CPU clock, writes its
 statistics of the run to FILE and prints the costliest functions per top-up (cProfile slows
 Python down, so the throughput of such a run does not count; py-spy could not sample
-uvicorn's threads on our machine).
+uvicorn's threads on our machine). ``--handlers`` calls the fast path's start and approval
+handlers in the bench process, from --clients tasks on one event loop, with no HTTP and no
+server, and prints the CPU per top-up of that process and of PostgreSQL: a steadier figure
+than the HTTP run's for comparing two versions of the fast path's code (not a throughput).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import json
 import os
@@ -65,6 +70,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     # Run as a script (python bench/topup.py): make the repository root importable.
@@ -74,6 +80,7 @@ import httpx
 from fastapi import FastAPI
 from rich.console import Console
 from sqlalchemy import Engine, event, func, select, text
+from starlette.responses import Response
 
 from airtime.accounts.models import Plan
 from airtime.accounts.service import add_line
@@ -82,8 +89,12 @@ from airtime.clock import today, utcnow
 from airtime.config import Settings
 from airtime.db.migrate import upgrade
 from airtime.db.session import make_engine, make_session_factory, unit_of_work
-from airtime.ledger.service import check_invariants
+from airtime.fastpath import FastPath
+from airtime.ledger.models import AccountKind
+from airtime.ledger.service import check_invariants, operator_account
+from airtime.payments.registry import providers_from_settings
 from airtime.topups.models import AmountRule, OrderStatus, TopupOrder
+from airtime.web.context import CSRF_COOKIE, set_signed_cookie
 from bench.common import (
     Figure,
     KeepAliveClient,
@@ -688,6 +699,81 @@ def explain(arguments: argparse.Namespace, url: str, console: Console) -> None:
         console.print(f"  per request (mean of {rounds}): {counts}", highlight=False)
 
 
+def handlers(arguments: argparse.Namespace, url: str, console: Console) -> None:
+    """For --handlers: the fast path's start and approval handlers called in this process,
+    without HTTP, from --clients tasks on one event loop; prints the CPU per top-up of this
+    process (the handlers, asyncpg and the loop) and of PostgreSQL. On a shared 2-core machine
+    this moves far less from run to run than the HTTP figures, so it suits comparing two
+    versions of the fast path's code; it is not a throughput figure."""
+    engine = make_engine(url, pool_size=2)
+    try:
+        msisdns = prepare_database(engine, lines=arguments.lines, database_url=url)
+        with unit_of_work(make_session_factory(engine)) as session:
+            operator_account(
+                session, kind=AccountKind.PAYMENT_CLEARING, currency=CURRENCY, qualifier="sandbox"
+            )
+        settings = Settings(database_url=url, secret_key="bench", environment="test", fast_path=True)
+        fast_path = FastPath(settings, providers_from_settings(settings))
+        token = secrets.token_urlsafe(32)
+        signed = Response()
+        set_signed_cookie(signed, CSRF_COOKIE, token, settings, max_age=3600)
+        cookie = signed.headers["set-cookie"].split(";", 1)[0].encode()
+        chooser = random.Random(0)
+
+        async def one_topup() -> None:
+            key = f"handlers-{uuid.uuid4().hex}".encode()
+            body = json.dumps(
+                {"msisdn": chooser.choice(msisdns), "amount_minor": TOPUP_AMOUNT_MINOR}
+            ).encode()
+            headers = [(b"content-type", b"application/json"), (b"idempotency-key", key), (b"cookie", cookie)]
+            start: dict[str, Any] = {"type": "http", "method": "POST", "path": "/api/v1/topups"}
+            start.update(headers=headers, client=("127.0.0.1", 1))
+            status, _, content = await fast_path.create_topup(start, body)
+            if status != 201:
+                raise TopupFailed(f"create answered {status}: {_text(content)}")
+            path = "/" + str(json.loads(content)["payment_url"]).split("/", 3)[3]
+            form = [(b"content-type", b"application/x-www-form-urlencoded"), (b"cookie", cookie)]
+            approval: dict[str, Any] = {"type": "http", "method": "POST", "path": path, "query_string": b""}
+            approval.update(headers=form)
+            status, _, content = await fast_path.approve_sandbox(
+                approval, f"decision=approve&csrf_token={token}".encode()
+            )
+            if status != 303:
+                raise TopupFailed(f"approve answered {status}: {_text(content)}")
+
+        async def clients(count: int) -> None:
+            async def client() -> None:
+                for _ in range(count):
+                    await one_topup()
+
+            await asyncio.gather(*(client() for _ in range(arguments.clients)))
+
+        async def run() -> tuple[float, float, float]:
+            await clients(max(1, arguments.history // arguments.clients))  # warm up, plan, fill caches
+            with engine.connect() as connection:
+                connection.execute(text("ANALYZE"))
+            await fast_path.close()  # new connections plan on the new statistics
+            await clients(10)
+            postgres_before = _cpu_by_process(processes(command="postgres"))
+            cpu, started = time.process_time(), time.perf_counter()
+            await clients(arguments.topups_per_client)
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+            postgres = _cpu_used_since(postgres_before, processes(command="postgres"))
+            await fast_path.close()
+            return elapsed, cpu, postgres
+
+        elapsed, cpu, postgres = asyncio.run(run())
+    finally:
+        engine.dispose()
+    topups = arguments.topups_per_client * arguments.clients
+    console.print(
+        f"fast path handlers in process, {arguments.clients} tasks, {topups:,} top-ups in {elapsed:.1f} s: "
+        f"CPU ms per top-up: this process {cpu / topups * 1000:.3f}, "
+        f"PostgreSQL {postgres / topups * 1000:.3f}",
+        highlight=False,
+    )
+
+
 def _kind(entry: str) -> str:
     if entry.startswith("("):
         return "checkouts (ping)"
@@ -771,6 +857,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pgbench-scale", type=int, default=10, help="pgbench -i scale (default 10)")
     parser.add_argument("--explain", action="store_true", help="print the SQL of each request, no timing")
     parser.add_argument(
+        "--handlers",
+        action="store_true",
+        help="call the fast path's handlers in this process, without HTTP, and print their CPU per top-up",
+    )
+    parser.add_argument(
+        "--topups-per-client",
+        type=int,
+        default=1_000,
+        help="top-ups per task with --handlers (default 1,000)",
+    )
+    parser.add_argument(
         "--cprofile", type=Path, default=None, help="profile one worker into FILE (implies --workers 1)"
     )
     arguments = parser.parse_args(argv)
@@ -788,9 +885,9 @@ def main(argv: list[str] | None = None) -> None:
         arguments.workers = 1
     console = make_console()
     server_url = sqlalchemy_url(arguments.database_url)
-    if arguments.explain:
+    if arguments.explain or arguments.handlers:
         with throwaway_database(server_url, "airtime_bench_topup") as url:
-            explain(arguments, url, console)
+            (explain if arguments.explain else handlers)(arguments, url, console)
         return
 
     def topups() -> tuple[TopupRun, list[str]]:
