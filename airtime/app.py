@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from airtime import __version__
 from airtime.agents.endpoints import router as agent_api_router
@@ -57,19 +57,17 @@ STATIC_DIR = Path(__file__).resolve().parent / "web" / "static"
 
 
 class AirtimeApp(FastAPI):
-    """The FastAPI app, with the fast path (when there is one) in front of everything else:
-    its requests skip FastAPI's and Starlette's middleware stack (about 25 µs of CPU each),
-    and what it hands over goes through the whole stack as any other request does."""
+    """The FastAPI app, with ``front`` answering first: the request metrics, then the fast
+    path (when there is one), in front of FastAPI's and Starlette's middleware stack. The
+    fast path's requests skip that stack (about 25 µs of CPU each); what it hands over, and
+    every other request, goes through the whole stack."""
 
-    fast_path_entry: FastPathMiddleware | None = None
+    front: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fast_path_entry is None:
-            await super().__call__(scope, receive, send)
-        else:
-            await self.fast_path_entry(scope, receive, send)
+        await (self.front or self.whole_stack)(scope, receive, send)
 
-    async def _whole_stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def whole_stack(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)
 
 
@@ -175,9 +173,9 @@ def create_app(settings: Settings | None = None, *, run_background_jobs: bool = 
 
     problems.install(app, html_error=html_error)
     problems.document_problems(app)
-    if fast_path is not None:
-        app.fast_path_entry = FastPathMiddleware(app._whole_stack, fast_path)
-    app.add_middleware(MetricsMiddleware)
+    app.front = MetricsMiddleware(
+        app.whole_stack if fast_path is None else FastPathMiddleware(app.whole_stack, fast_path)
+    )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api_v1_router)
     app.include_router(api_v1_topups_router)

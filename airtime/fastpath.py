@@ -54,7 +54,6 @@ from airtime.errors import AppError
 from airtime.i18n import require_language
 from airtime.ledger.models import AccountKind
 from airtime.ledger.service import Leg, TransferRequest
-from airtime.metrics import observe
 from airtime.notifications.service import outbox_row, wake_senders
 from airtime.payments.base import PaymentOutcome, PaymentProvider
 from airtime.payments.sandbox import SandboxProvider
@@ -689,8 +688,8 @@ class FastPath:
 
 class FastPathMiddleware:
     """Plain ASGI, in front of the app's middleware stack: the fast path's requests go to
-    :class:`FastPath`, the rest to the app. What it serves it counts in the app's request
-    metrics itself, and a bug gets the app's problem+json 500."""
+    :class:`FastPath`, the rest to the app. A bug in a handler gets the app's problem+json
+    500 here, where the stack's error handling does not reach."""
 
     def __init__(self, app: ASGIApp, fast_path: FastPath) -> None:
         self.app = app
@@ -718,7 +717,6 @@ class FastPathMiddleware:
         if handler is None:
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
         body, complete = await _read_body(receive)
         if complete:
             try:
@@ -736,14 +734,12 @@ class FastPathMiddleware:
             except Exception:  # noqa: BLE001 - a bug: answered as the app answers one
                 scope["route"] = _ROUTES[route]
                 await internal_error(Request(scope))(scope, receive, send)
-                observe(scope, 500, started)
                 return
             else:
                 FAST_PATH.labels(_ROUTES[route].path, "served").inc()
                 scope["route"] = _ROUTES[route]
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": content})
-                observe(scope, status, started)
                 return
         await self.app(scope, _replay(body, complete, receive), send)
 

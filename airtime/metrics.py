@@ -40,18 +40,12 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            observe(scope, status["code"], started)
-
-
-def observe(scope: Scope, status: int, started: float) -> None:
-    """Count a request answered with ``status`` and its duration since ``started``
-    (:func:`time.perf_counter`), by the route template the app put in its scope."""
-    route: Any = scope.get("route")
-    # The route template, not the path, so ids do not explode the label set.
-    template = getattr(route, "path", "unmatched")
-    method = scope.get("method", "")
-    REQUESTS.labels(method, template, str(status)).inc()
-    LATENCY.labels(method, template).observe(time.perf_counter() - started)
+            route: Any = scope.get("route")
+            # The route template, not the path, so ids do not explode the label set.
+            template = getattr(route, "path", "unmatched")
+            method = scope.get("method", "")
+            REQUESTS.labels(method, template, str(status["code"])).inc()
+            LATENCY.labels(method, template).observe(time.perf_counter() - started)
 
 
 def metrics_response() -> Response:
