@@ -21,6 +21,9 @@ def make_environment(template_dir: Path, *, autoescape: bool) -> Environment:
         extensions=["jinja2.ext.i18n"],
         trim_blocks=True,
         lstrip_blocks=True,
+        # Templates ship with the code and change only with it (and a restart): without this,
+        # every page and every message would stat its template files to see if they changed.
+        auto_reload=False,
     )
     environment.filters["msisdn"] = format_msisdn
     environment.filters["masked"] = mask_msisdn
