@@ -354,11 +354,10 @@ def _bulk_insert(
                 for row in rows:
                     copy.write_row(row)
             cursor.execute(
-                "INSERT INTO vouchers (batch_id, serial, pin_hash, state, currency, face_value_minor,"
-                " expires_on, outlet_id, state_changed_at, state_before_block)"
-                " SELECT %s, serial, pin_hash, 'generated', %s, %s, %s, %s, %s, '' FROM voucher_staging"
+                f"INSERT INTO vouchers ({columns})"  # noqa: S608 (our own names)
+                f" SELECT serial, pin_hash, {', '.join(['%s'] * len(fixed))} FROM voucher_staging"
                 " ON CONFLICT DO NOTHING RETURNING serial",
-                (batch_id, currency, face_value_minor, expires_on, outlet_id, now),
+                tuple(fixed.values()),
             )
             inserted = {int(row[0]) for row in cursor.fetchall()}
             cursor.execute("DELETE FROM voucher_staging")
